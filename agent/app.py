@@ -1,0 +1,533 @@
+"""The agent: wires the stages together, supervises their tasks, reloads the config.
+
+Data flows one way: sources put batches on bounded queues -> a pipeline task per source evaluates rules
+(in a worker thread) and feeds the alert engine -> one outbox commit holds the events, the source
+checkpoint and the alert state -> senders deliver from the outbox. A stage never calls back upstream;
+backpressure is the bounded queue and the awaited commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+from agent import __version__
+from agent.alerts import AlertEngine, hit_events
+from agent.checks import CheckObservation, CheckScheduler
+from agent.config import Config, ConfigError, JournalSourceConfig, LogSourceConfig, load_config
+from agent.health import HealthServer
+from agent.journal import JournalSource
+from agent.logsetup import REDACTOR
+from agent.metrics import Metrics
+from agent.outbox import Commit, Outbox, OutboxFull
+from agent.rules import RuleSet
+from agent.sdnotify import SystemdNotifier, watchdog_loop
+from agent.sender import OutputSender
+from agent.tail import Batch, Checkpoint, Tailer
+
+log = structlog.get_logger(__name__)
+
+SEEN_MARKER = "__dutytail_source_seen__"  # checkpoint key recording that a source has started once
+QUEUE_BATCHES = 8  # bounded queue between a source and its pipeline: backpressure, bounded memory
+
+
+@dataclass
+class SourceRuntime:
+    """A running source: its config, compiled rules, queue and tasks."""
+
+    config: LogSourceConfig | JournalSourceConfig
+    ruleset: RuleSet
+    source: Any  # Tailer or JournalSource
+    queue: asyncio.Queue[Batch]
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    batches: int = 0
+
+
+class Agent:
+    """One running dutytail. ``await Agent(config).run(stop_event)``; ``reload()`` swaps in a new config."""
+
+    def __init__(self, config: Config, config_path: str | None = None, *, stdout: TextIO | None = None,
+                 notifier: SystemdNotifier | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.stdout = stdout
+        self.notifier = notifier or SystemdNotifier()
+        self.metrics = Metrics()
+        self.started = time.time()
+        self.ready = False
+        self.config_error = ""
+        self.last_reload: float | None = None
+        self.outbox = Outbox(config.state_dir, config.outbox)
+        self.engine = AlertEngine(config.alerts, host=config.host, global_labels=config.labels,
+                                  default_output=config.flashduty[0].name)
+        self.sources: dict[str, SourceRuntime] = {}
+        self.senders: dict[str, OutputSender] = {}
+        self.sender_tasks: dict[str, asyncio.Task[None]] = {}
+        self.checks: CheckScheduler | None = None
+        self.checks_task: asyncio.Task[None] | None = None
+        self.health: HealthServer | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._commit_lock = asyncio.Lock()
+        self._reload_lock = asyncio.Lock()
+        self._stop: asyncio.Event | None = None
+        self.check_runs: dict[tuple[str, str], int] = {}
+        REDACTOR.add(config.secrets())
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start everything, serve until ``stop`` is set, then shut down gracefully."""
+        self._stop = stop
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.shutdown()
+
+    async def start(self) -> None:
+        Path(self.config.state_dir).mkdir(parents=True, exist_ok=True)
+        await self.outbox.open()
+        self.engine.restore(await self.outbox.alert_states())
+        await self._commit(Commit(events=self.engine.resolve_removed(self._alive_rules(), time.time())))
+        for output in self.config.flashduty:
+            self._start_sender(output.name)
+        for source_config in [*self.config.logs, *self.config.journal]:
+            await self._start_source(source_config)
+        self._start_checks()
+        self._background.append(asyncio.create_task(self._ticker(), name="alert-ticker"))
+        if self.config.health.enabled:
+            self.health = HealthServer(self.config.health, summary=self.summary, ready=self.readiness,
+                                       status=self.status, metrics=self.metrics.render)
+            self.metrics.attach(self.metrics_snapshot)
+            await self.health.start()
+        interval = self.notifier.watchdog_interval()
+        if interval:
+            self._background.append(asyncio.create_task(watchdog_loop(self.notifier, interval), name="watchdog"))
+        if self.config_path:
+            self._background.append(asyncio.create_task(self._watch_config(), name="config-watch"))
+        self.ready = True
+        self.notifier.ready(status=f"dutytail {__version__}: {len(self.sources)} sources, "
+                                   f"{len(self.config.checks)} checks")
+        log.info("agent_ready", version=__version__, sources=list(self.sources), checks=len(self.config.checks),
+                 outputs=[s.status()["url"] for s in self.senders.values()], state_dir=self.config.state_dir)
+
+    async def shutdown(self) -> None:
+        """Stop sources, commit what they read, flush what can be sent in time, keep the rest on disk."""
+        self.notifier.stopping()
+        self.ready = False
+        log.info("agent_stopping")
+        for name in list(self.sources):
+            await self._stop_source(name)
+        if self.checks_task is not None:
+            self.checks_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.checks_task
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        for sender in self.senders.values():
+            await sender.drain(max(0.0, deadline - time.monotonic()))
+        for name in list(self.senders):
+            await self._stop_sender(name)
+        if self.health is not None:
+            await self.health.stop()
+        await self.outbox.close()
+        log.info("agent_stopped", queued=self.outbox.stats.depth)
+
+    # --- sources and pipelines --------------------------------------------------------------------------
+
+    async def _start_source(self, cfg: LogSourceConfig | JournalSourceConfig) -> None:
+        stored = await self.outbox.checkpoints(cfg.name)
+        is_first_start = SEEN_MARKER not in stored
+        checkpoints = {k: Checkpoint(k, v) for k, v in stored.items() if k != SEEN_MARKER}
+        if is_first_start:
+            await self._commit(Commit(checkpoints=[(cfg.name, SEEN_MARKER, "{}")]))
+        queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=QUEUE_BATCHES)
+        source: Any
+        if isinstance(cfg, JournalSourceConfig):
+            source = JournalSource(cfg, checkpoints, is_first_start=is_first_start)
+        else:
+            source = Tailer(cfg, checkpoints, is_first_start=is_first_start)
+        runtime = SourceRuntime(cfg, RuleSet(cfg.rules), source, queue)
+        runtime.tasks = [
+            asyncio.create_task(self._supervise(f"source:{cfg.name}", lambda: source.run(queue)),
+                                name=f"source-{cfg.name}"),
+            asyncio.create_task(self._pipeline(runtime), name=f"pipeline-{cfg.name}"),
+        ]
+        self.sources[cfg.name] = runtime
+        log.info("source_started", source=cfg.name, kind=type(source).__name__, first_start=is_first_start,
+                 matcher=runtime.ruleset.describe().get("engine"))
+
+    async def _stop_source(self, name: str) -> None:
+        """Stop reading, then let the pipeline commit everything already read (nothing read is lost)."""
+        runtime = self.sources.pop(name, None)
+        if runtime is None:
+            return
+        reader, pipeline = runtime.tasks
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        closer = getattr(runtime.source, "close", None)
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await closer(runtime.queue)
+        await runtime.queue.join()
+        pipeline.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pipeline
+
+    async def _supervise(self, what: str, factory: Callable[[], Awaitable[None]]) -> None:
+        """Restart a crashed stage with backoff instead of taking the agent down with it."""
+        delay = 1.0
+        while True:
+            started = time.monotonic()
+            try:
+                await factory()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("stage_crashed_restarting", stage=what, error=str(exc), restart_in=delay)
+            if time.monotonic() - started > 60:
+                delay = 1.0
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+
+    async def _pipeline(self, runtime: SourceRuntime) -> None:
+        name = runtime.config.name
+        while True:
+            batch = await runtime.queue.get()
+            try:
+                hits = []
+                if batch.lines and runtime.ruleset.matcher is not None:
+                    hits = await asyncio.to_thread(runtime.ruleset.evaluate, batch.lines, batch.data)
+                now = time.time()
+                events = hit_events(self.engine, name, runtime.ruleset.rules, batch.path, hits, now)
+                upserts, removed = self.engine.take_changes()
+                change = Commit(events=events, alerts=upserts, forget_alerts=removed)
+                if batch.checkpoint is not None:
+                    if batch.finished:
+                        change.forget_checkpoints.append((name, batch.checkpoint.key))
+                    else:
+                        change.checkpoints.append((name, batch.checkpoint.key, batch.checkpoint.state))
+                await self._commit(change)
+                runtime.batches += 1
+            except Exception as exc:
+                # A bug in one batch must not stop the source; the batch's checkpoint was not committed.
+                log.exception("pipeline_batch_failed", source=name, path=batch.path, error=str(exc))
+            finally:
+                runtime.queue.task_done()
+
+    async def _commit(self, change: Commit) -> None:
+        """Commit, retrying forever on storage errors (disk full): the source waits, nothing is dropped."""
+        delay = 0.5
+        while True:
+            try:
+                await self.outbox.commit(change)
+                return
+            except OutboxFull:
+                raise
+            except sqlite3.Error as exc:
+                log.warning("commit_failed_retrying", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    # --- checks ---------------------------------------------------------------------------------------
+
+    def _start_checks(self) -> None:
+        if not self.config.checks:
+            self.checks = None
+            return
+        by_name = {c.name: c for c in self.config.checks}
+        initial = {s.name: s.severity for s in self.engine.states.values() if s.kind == "check" and s.firing}
+
+        async def observe(observation: CheckObservation) -> None:
+            check = by_name.get(observation.check)
+            if check is None:
+                return
+            run_key = (observation.check, observation.result.status)
+            self.check_runs[run_key] = self.check_runs.get(run_key, 0) + 1
+            events = self.engine.on_check(check, observation, time.time())
+            upserts, removed = self.engine.take_changes()
+            await self._commit(Commit(events=events, alerts=upserts, forget_alerts=removed))
+
+        self.checks = CheckScheduler(self.config.checks, observe, initial_status=initial)
+        checks = self.checks
+        self.checks_task = asyncio.create_task(self._supervise("checks", checks.run), name="checks")
+
+    async def _stop_checks(self) -> None:
+        if self.checks_task is not None:
+            self.checks_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.checks_task
+        self.checks_task = None
+        self.checks = None
+
+    # --- senders and time -------------------------------------------------------------------------------
+
+    def _start_sender(self, name: str) -> None:
+        sender = OutputSender(self.config.output(name), self.outbox, stdout=self.stdout, metrics=self.metrics)
+        self.senders[name] = sender
+        self.sender_tasks[name] = asyncio.create_task(self._supervise(f"sender:{name}", sender.run),
+                                                      name=f"sender-{name}")
+
+    async def _stop_sender(self, name: str) -> None:
+        task = self.sender_tasks.pop(name, None)
+        sender = self.senders.pop(name, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if sender is not None:
+            await sender.close()
+
+    async def _ticker(self) -> None:
+        """Once a second: quiet-period resolves and reminders; once a minute: expire over-age events."""
+        last_expire = 0.0
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.time()
+            events = self.engine.tick(now)
+            upserts, removed = self.engine.take_changes()
+            await self._commit(Commit(events=events, alerts=upserts, forget_alerts=removed))
+            if now - last_expire >= 60:
+                last_expire = now
+                await self.outbox.expire(now)
+
+    def _alive_rules(self) -> set[tuple[str, str]]:
+        alive = {(s.name, r.name) for s in [*self.config.logs, *self.config.journal] for r in s.rules}
+        alive |= {("checks", c.name) for c in self.config.checks}
+        return alive
+
+    # --- reload -------------------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """Validate-then-swap. An invalid file changes nothing but the reported error."""
+        if not self.config_path:
+            return False
+        async with self._reload_lock:
+            try:
+                new = await asyncio.to_thread(load_config, self.config_path)
+            except ConfigError as exc:
+                if str(exc) != self.config_error:
+                    log.error("config_invalid_keeping_previous", errors=str(exc).splitlines())
+                self.config_error = str(exc)
+                self.metrics.reloads.labels("invalid").inc()
+                return False
+            self.config_error = ""
+            if new == self.config:
+                return True
+            self.notifier.reloading()
+            try:
+                await self._apply(new)
+            finally:
+                self.notifier.ready(status="reloaded")
+            self.last_reload = time.time()
+            self.metrics.reloads.labels("applied").inc()
+            log.info("config_reloaded", sources=list(self.sources), checks=len(new.checks))
+            return True
+
+    async def _apply(self, new: Config) -> None:
+        old = self.config
+        REDACTOR.add(new.secrets())
+        if (new.state_dir, new.outbox) != (old.state_dir, old.outbox):
+            log.warning("reload_ignored_needs_restart", keys=["state_dir", "outbox"])
+            new = new.model_copy(update={"state_dir": old.state_dir, "outbox": old.outbox})
+        self.config = new
+        self.engine.config = new.alerts
+        self.engine.global_labels = dict(new.labels)
+        self.engine.host = new.host
+        self.engine.default_output = new.flashduty[0].name
+        old_outputs = {o.name: o for o in old.flashduty}
+        for output in new.flashduty:
+            if old_outputs.get(output.name) != output:
+                await self._stop_sender(output.name)
+                self._start_sender(output.name)
+        for name in set(old_outputs) - {o.name for o in new.flashduty}:
+            await self._stop_sender(name)
+        new_sources = {s.name: s for s in [*new.logs, *new.journal]}
+        for name, runtime in list(self.sources.items()):
+            cfg = new_sources.get(name)
+            if cfg is None:
+                await self._stop_source(name)
+            elif cfg.model_dump(exclude={"rules"}) != runtime.config.model_dump(exclude={"rules"}) or \
+                    type(cfg) is not type(runtime.config):
+                await self._stop_source(name)
+                await self._start_source(cfg)
+            elif cfg.rules != runtime.config.rules:
+                runtime.ruleset = RuleSet(cfg.rules)  # swap rules in place: offsets and queue untouched
+                runtime.config = cfg
+        for name, cfg in new_sources.items():
+            if name not in self.sources:
+                await self._start_source(cfg)
+        if new.checks != old.checks:
+            await self._stop_checks()
+            self._start_checks()
+        events = self.engine.resolve_removed(self._alive_rules(), time.time())
+        upserts, removed = self.engine.take_changes()
+        await self._commit(Commit(events=events, alerts=upserts, forget_alerts=removed))
+        if self.health is not None and new.health != old.health:
+            log.warning("reload_ignored_needs_restart", keys=["health"])
+
+    async def _watch_config(self) -> None:
+        """Reload when the file changes: watchdog on its directory catches in-place edits and atomic
+        renames (how Ansible/Salt/Puppet deploy); a 1 s mtime check covers filesystems without inotify."""
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        assert self.config_path is not None
+        target = Path(self.config_path).resolve()
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                paths = {str(event.src_path), str(getattr(event, "dest_path", "") or "")}
+                if str(target) in paths or target.name in {os.path.basename(p) for p in paths}:
+                    loop.call_soon_threadsafe(changed.set)
+
+        observer = Observer()
+        try:
+            observer.schedule(Handler(), str(target.parent), recursive=False)
+            observer.start()
+        except OSError as exc:
+            log.warning("config_watch_unavailable_using_mtime", error=str(exc))
+        signature = _file_signature(target)
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), timeout=1.0)
+                now_sig = _file_signature(target)
+                if not changed.is_set() and now_sig == signature:
+                    continue
+                changed.clear()
+                await asyncio.sleep(0.2)  # let an editor or config tool finish writing
+                signature = _file_signature(target)
+                await self.reload()
+        finally:
+            observer.stop()
+            await asyncio.to_thread(observer.join, 2.0)
+
+    # --- views ----------------------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        last_success = max((s.stats.last_success or 0 for s in self.senders.values()), default=0) or None
+        return {
+            "status": "ok" if self.ready else "starting",
+            "version": __version__,
+            "uptime_seconds": round(time.time() - self.started, 3),
+            "outbox_depth": self.outbox.stats.depth,
+            "dead_letters": self.outbox.stats.dead_letters,
+            "last_successful_delivery": last_success,
+            "files_tailed": self._files_tailed(),
+            "open_alerts": sum(1 for s in self.engine.states.values() if s.firing),
+            "config_error": self.config_error or None,
+            "disk_full": self.outbox.stats.disk_full,
+            "dry_run": all(s.dry_run for s in self.senders.values()),
+        }
+
+    def _files_tailed(self) -> int:
+        total = 0
+        for runtime in self.sources.values():
+            files = runtime.source.status().get("files", [])
+            total += sum(1 for f in files if f.get("open", True)) if isinstance(files, list) else 0
+        return total
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        reasons = []
+        if not self.ready:
+            reasons.append("starting or stopping")
+        for name, runtime in self.sources.items():
+            if any(t.done() for t in runtime.tasks):
+                reasons.append(f"source {name} is not running")
+        for name, task in self.sender_tasks.items():
+            if task.done():
+                reasons.append(f"sender {name} is not running")
+        if self.outbox.stats.disk_full:
+            reasons.append("outbox cannot write: disk full")
+        return (not reasons, reasons)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            **self.summary(),
+            "host": self.config.host,
+            "config_path": self.config_path,
+            "last_reload": self.last_reload,
+            "sources": {name: {"kind": type(rt.source).__name__, "batches": rt.batches,
+                               "matcher": rt.ruleset.describe(), **rt.source.status()}
+                        for name, rt in self.sources.items()},
+            "rules": {k: v for k, v in self.engine.stats.matches.items()},
+            "alerts": self.engine.open_alerts(),
+            "events": dict(self.engine.stats.events),
+            "suppressed": dict(self.engine.stats.suppressed),
+            "checks": self.checks.status() if self.checks is not None else {},
+            "outbox": {
+                "depth": self.outbox.stats.depth,
+                "bytes": self.outbox.stats.bytes,
+                "oldest_age_seconds": self.outbox.oldest_age(),
+                "dead_letters": self.outbox.stats.dead_letters,
+                "dropped": dict(self.outbox.stats.dropped),
+                "disk_full": self.outbox.stats.disk_full,
+                "last_error": self.outbox.stats.last_error,
+                "store_reset": self.outbox.stats.store_reset,
+            },
+            "outputs": {name: sender.status() for name, sender in self.senders.items()},
+        }
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        def per_source(attr: str) -> dict[tuple[str, ...], float]:
+            values: dict[tuple[str, ...], float] = {}
+            for name, runtime in self.sources.items():
+                stats = getattr(runtime.source, "stats", None)
+                values[(name,)] = float(getattr(stats, attr, 0) or 0)
+            return values
+
+        return {
+            "lines_read": per_source("lines_read"),
+            "bytes_read": per_source("bytes_read"),
+            "lines_truncated": per_source("lines_truncated"),
+            "invalid_bytes": per_source("bytes_replaced"),
+            "matches": {tuple(k.split("/", 1)): float(v) for k, v in self.engine.stats.matches.items()},
+            "events": {(k,): float(v) for k, v in self.engine.stats.events.items()},
+            "dropped": {(k,): float(v) for k, v in self.outbox.stats.dropped.items()},
+            "suppressed": {(k,): float(v) for k, v in self.engine.stats.suppressed.items()},
+            "check_runs": {k: float(v) for k, v in self.check_runs.items()},
+            "outbox_depth": self.outbox.stats.depth,
+            "outbox_bytes": self.outbox.stats.bytes,
+            "outbox_oldest_age": self.outbox.oldest_age() or 0,
+            "dead_letters": self.outbox.stats.dead_letters,
+            "open_alerts": sum(1 for s in self.engine.states.values() if s.firing),
+            "files_tailed": self._files_tailed(),
+            "config_error": 1 if self.config_error else 0,
+            "disk_full": 1 if self.outbox.stats.disk_full else 0,
+            "uptime": time.time() - self.started,
+        }
+
+
+def _file_signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def install_signal_handlers(agent: Agent, stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT stop gracefully; SIGHUP (``systemctl reload``) reloads the config."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(agent.reload()))

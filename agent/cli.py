@@ -1,0 +1,411 @@
+"""`dutytail` command line: run, check-config, test-rule, dead-letters, status, send-test."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import re
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+from agent import __version__
+from agent.config import Config, ConfigError, load_config
+from agent.logsetup import REDACTOR, configure_logging
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+def _load(path: str) -> Config:
+    config = load_config(path)
+    REDACTOR.add(config.secrets())
+    return config
+
+
+# --- run / check-config -----------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.app import Agent, install_signal_handlers
+
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        print(REDACTOR.text(str(exc)), file=sys.stderr)
+        return EXIT_CONFIG
+    dry_run = all(o.dry_run() for o in config.flashduty)
+    # In dry run stdout carries the event bodies (pipe them to jq); logs move to stderr.
+    configure_logging(config.log_level, stream=sys.stderr if dry_run else sys.stdout)
+
+    async def main() -> None:
+        agent = Agent(config, args.config)
+        stop = asyncio.Event()
+        install_signal_handlers(agent, stop)
+        await agent.run(stop)
+
+    asyncio.run(main())
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        print(REDACTOR.text(str(exc)), file=sys.stderr)
+        return EXIT_CONFIG
+    from agent.rules import RuleSet
+
+    sources = [*config.logs, *config.journal]
+    rules = sum(len(s.rules) for s in sources)
+    print(f"{args.config}: OK ({len(sources)} sources, {rules} rules, {len(config.checks)} checks, "
+          f"{len(config.flashduty)} outputs)")
+    for source in sources:
+        info = RuleSet(source.rules).describe()
+        fallback = info.get("fallback") or info.get("fallback_patterns")
+        note = f", slow-path patterns: {fallback}" if fallback else ""
+        print(f"  source {source.name}: matcher {info.get('engine')}{note}")
+    for output in config.flashduty:
+        where = "dry run (events printed to stdout)" if output.dry_run() else REDACTOR.text(
+            _safe_url(output))
+        print(f"  output {output.name}: {where}")
+    return EXIT_OK
+
+
+def _safe_url(output: Any) -> str:
+    try:
+        return str(output.resolved_url())
+    except OSError as exc:
+        return f"(cannot read push_url_file: {exc.strerror})"
+
+
+# --- test-rule ------------------------------------------------------------------------------------
+
+_TIMESTAMPS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?)"), "iso"),
+    (re.compile(r"\[(\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\]"), "%d/%b/%Y:%H:%M:%S %z"),
+    (re.compile(r"^([A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2})"), "syslog"),
+]
+
+
+def line_time(line: str, year: int) -> float | None:
+    """Time a log line says it was written (ISO 8601, nginx, syslog); None when it says nothing."""
+    for pattern, fmt in _TIMESTAMPS:
+        match = pattern.search(line)
+        if not match:
+            continue
+        text = match.group(1)
+        try:
+            if fmt == "iso":
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            elif fmt == "syslog":
+                parsed = datetime.strptime(f"{year} {text}", "%Y %b %d %H:%M:%S")
+            else:
+                parsed = datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return parsed.timestamp()
+    return None
+
+
+def replay(config: Config, lines: Iterable[str], *, source_name: str | None, rule_name: str | None,
+           path: str, settle: bool = True) -> list[tuple[float, dict[str, Any]]]:
+    """Run lines through the configured rules and the alert engine on a clock read from the lines.
+
+    Pure: no state directory, no network. Lines without a timestamp keep the previous line's time
+    (the first ones start at the epoch's day 0 + line number, so ordering still holds).
+    """
+    from agent.alerts import AlertEngine, hit_events
+    from agent.rules import RuleSet
+
+    sources = [*config.logs, *config.journal]
+    if source_name:
+        sources = [s for s in sources if s.name == source_name]
+    engine = AlertEngine(config.alerts, host=config.host, global_labels=config.labels,
+                         default_output=config.flashduty[0].name)
+    compiled = []
+    for source in sources:
+        rules = [r for r in source.rules if rule_name is None or r.name == rule_name]
+        if rules:
+            compiled.append((source.name, rules, RuleSet(rules)))
+    out: list[tuple[float, dict[str, Any]]] = []
+    now = 0.0
+    year = datetime.now(timezone.utc).year
+    for index, raw in enumerate(lines):
+        line = raw.rstrip("\r\n")
+        stamp = line_time(line, year)
+        now = stamp if stamp is not None else (now if now else float(index))
+        out += [(now, e.body) for e in engine.tick(now)]
+        for name, rules, ruleset in compiled:
+            hits = ruleset.evaluate([line])
+            out += [(now, e.body) for e in hit_events(engine, name, rules, path, hits, now)]
+    if settle:
+        # Show how open alerts would end: advance the clock past every quiet period.
+        horizon = max((s.resolve_after or 0.0 for s in engine.states.values()), default=0.0)
+        if horizon:
+            now += horizon + 1
+            out += [(now, e.body) for e in engine.tick(now)]
+    return out
+
+
+def cmd_test_rule(args: argparse.Namespace) -> int:
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    names = {(s.name, r.name) for s in [*config.logs, *config.journal] for r in s.rules}
+    if args.rule and args.rule not in {r for _, r in names}:
+        print(f"no rule named {args.rule!r}; rules: {sorted(r for _, r in names)}", file=sys.stderr)
+        return EXIT_FAILURE
+    stream: TextIO
+    with contextlib.ExitStack() as stack:
+        if args.logfile in (None, "-"):
+            stream, path = sys.stdin, "-"
+        else:
+            stream = stack.enter_context(open(args.logfile, encoding="utf-8", errors="replace"))  # noqa: SIM115
+            path = args.logfile
+        events = replay(config, stream, source_name=args.source, rule_name=args.rule, path=path,
+                        settle=not args.no_settle)
+    if args.json:
+        for at, body in events:
+            print(json.dumps({"at": _fmt_time(at), "body": body}, ensure_ascii=False))
+        return EXIT_OK
+    print_event_table(events, sys.stdout)
+    return EXIT_OK
+
+
+def _fmt_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def print_event_table(events: Sequence[tuple[float, dict[str, Any]]], out: TextIO) -> None:
+    if not events:
+        print("no events would be sent", file=out)
+        return
+    rows = [(_fmt_time(at), b["event_status"], b["alert_key"][:20], b["title_rule"][:70]) for at, b in events]
+    headers = ("time", "status", "alert_key", "title")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)), file=out)
+    print("  ".join("-" * w for w in widths), file=out)
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)), file=out)
+    print(f"\n{len(events)} event(s) would be sent", file=out)
+
+
+# --- dead letters -----------------------------------------------------------------------------------
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from agent.outbox import Outbox
+
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+
+    async def main() -> int:
+        outbox = Outbox(config.state_dir, config.outbox)
+        await outbox.open()
+        try:
+            if args.action == "list":
+                rows = await outbox.dead_letters()
+                if args.json:
+                    for row in rows:
+                        print(json.dumps(row, ensure_ascii=False, default=str))
+                elif not rows:
+                    print("no dead letters")
+                for row in rows if not args.json else []:
+                    body = json.loads(row["body"])
+                    print(f"#{row['id']}  {_fmt_time(row['failed_at'])}  output={row['output']}  "
+                          f"HTTP {row['status']} {row['error_code']}: {row['message']}  "
+                          f"request_id={row['request_id'] or '-'}\n     {body.get('event_status')} "
+                          f"{body.get('alert_key')}  {body.get('title_rule', '')[:80]}")
+                return EXIT_OK
+            ids = None if args.all else args.ids
+            if ids is not None and not ids:
+                print(f"say which dead letters to {args.action}: IDs or --all", file=sys.stderr)
+                return EXIT_FAILURE
+            if args.action == "retry":
+                count = await outbox.retry_dead_letters(ids)
+                print(f"re-queued {count} dead letter(s); a running agent sends them within seconds")
+            else:
+                count = await outbox.purge_dead_letters(ids)
+                print(f"purged {count} dead letter(s)")
+            return EXIT_OK
+        finally:
+            await outbox.close()
+
+    return asyncio.run(main())
+
+
+# --- status and send-test -------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    url = args.url
+    token = None
+    if url is None:
+        try:
+            config = _load(args.config)
+        except ConfigError as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_CONFIG
+        from agent.health import split_listen
+
+        host, port = split_listen(config.health.listen)
+        host = f"[{host}]" if ":" in host else host
+        url = f"http://{host}:{port}"
+        token = config.health.token
+    request = urllib.request.Request(url.rstrip("/") + "/status")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (local status URL)
+            data = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"cannot reach the agent at {url}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    print(render_status(data))
+    return EXIT_OK
+
+
+def render_status(data: dict[str, Any]) -> str:
+    lines = [
+        f"dutytail {data.get('version')}  {data.get('status')}  up {data.get('uptime_seconds', 0):.0f}s  "
+        f"host {data.get('host')}",
+    ]
+    if data.get("config_error"):
+        lines.append(f"CONFIG ERROR (old config still running):\n  {data['config_error']}")
+    outbox = data.get("outbox", {})
+    lines.append(f"outbox: {outbox.get('depth')} queued, oldest {outbox.get('oldest_age_seconds') or 0:.0f}s, "
+                 f"{outbox.get('dead_letters')} dead letters, dropped {outbox.get('dropped') or 0}"
+                 + ("  DISK FULL" if outbox.get("disk_full") else ""))
+    for name, out in data.get("outputs", {}).items():
+        last = out.get("last_success")
+        ago = f"{time.time() - last:.0f}s ago" if last else "never"
+        lines.append(f"output {name}: sent {out.get('sent')}, failed {out.get('failed')}, "
+                     f"last success {ago}" + (f", last error: {out['last_error']}" if out.get("last_error") else ""))
+    for name, src in data.get("sources", {}).items():
+        files = src.get("files") or []
+        lines.append(f"source {name} ({src.get('kind')}): {len(files)} files, matcher "
+                     f"{(src.get('matcher') or {}).get('engine')}")
+        for f in files[:20]:
+            err = f" ERROR {f['error']}" if f.get("error") else ""
+            lines.append(f"  {f.get('path')}  offset {f.get('offset')}  lag {f.get('lag', 0)}{err}")
+        if src.get("error"):
+            lines.append(f"  ERROR {src['error']}")
+    alerts = data.get("alerts", [])
+    lines.append(f"open alerts: {len(alerts)}")
+    for alert in alerts[:20]:
+        lines.append(f"  {alert['severity']:<8} {alert['source']}/{alert['name']}  count {alert['count']}  "
+                     f"key {alert['alert_key']}")
+    for name, check in (data.get("checks") or {}).items():
+        if isinstance(check, dict):
+            lines.append(f"check {name}: {check.get('last_status') or check.get('status')} "
+                         f"{check.get('summary', '')}")
+    return "\n".join(lines)
+
+
+def cmd_send_test(args: argparse.Namespace) -> int:
+    from agent.events import Event, stable_alert_key
+    from agent.sender import send_once
+
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+
+    async def main() -> int:
+        worst = EXIT_OK
+        for output in config.flashduty:
+            if output.dry_run():
+                print(f"output {output.name}: no push_url set (dry run) — nothing to test")
+                worst = EXIT_FAILURE
+                continue
+            key = "dutytail-send-test-" + stable_alert_key(config.host, output.name)[:12]
+            for status in ("Info", "Ok"):
+                event = Event(title=f"dutytail send-test from {config.host}", status=status,  # type: ignore[arg-type]
+                              alert_key=key, description="Connectivity test sent by `dutytail send-test`.",
+                              labels={"host": config.host, "source": "dutytail", **config.labels},
+                              event_time=int(time.time()))
+                try:
+                    outcome = await send_once(output, event.to_body())
+                except OSError as exc:
+                    print(f"output {output.name}: cannot read push URL: {exc}")
+                    return EXIT_FAILURE
+                verdict = "OK" if outcome.ok else ("FAILED (retryable)" if outcome.retryable else "REJECTED")
+                detail = f"HTTP {outcome.status}" if outcome.status else "no response"
+                extra = f" {outcome.code}: {outcome.message}" if not outcome.ok else ""
+                print(REDACTOR.text(f"output {output.name}: {status} event {verdict} — {detail}{extra} "
+                                    f"request_id={outcome.request_id or '-'}"))
+                if not outcome.ok:
+                    worst = EXIT_FAILURE
+                    break
+        return worst
+
+    return asyncio.run(main())
+
+
+# --- entry point ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dutytail", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"dutytail {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("-c", "--config", default="/etc/dutytail/config.yaml", help="config file")
+        return p
+
+    with_config(sub.add_parser("run", help="run the agent in the foreground")).set_defaults(func=cmd_run)
+    with_config(sub.add_parser("check-config", help="validate a config file")).set_defaults(func=cmd_check_config)
+    p = with_config(sub.add_parser("test-rule", help="replay a log through the rules, print the events"))
+    p.add_argument("logfile", nargs="?", help="log file to replay, or - for stdin (default)")
+    p.add_argument("--rule", help="only this rule")
+    p.add_argument("--source", help="only this source")
+    p.add_argument("--json", action="store_true", help="one JSON object per event")
+    p.add_argument("--no-settle", action="store_true", help="don't advance the clock at the end to show recoveries")
+    p.set_defaults(func=cmd_test_rule)
+    p = with_config(sub.add_parser("dead-letters", help="list, retry or purge events Flashduty rejected"))
+    p.add_argument("action", choices=["list", "retry", "purge"])
+    p.add_argument("ids", nargs="*", type=int)
+    p.add_argument("--all", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_dead_letters)
+    p = with_config(sub.add_parser("status", help="summary from the running agent's /status"))
+    p.add_argument("--url", help="agent health URL (default from the config's health.listen)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+    with_config(sub.add_parser("send-test", help="send an Info event and its Ok to every output")).set_defaults(
+        func=cmd_send_test)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "run" and not Path(args.config).exists() and args.command != "status":
+        print(f"{args.config}: no such config file", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+"""Loading the one YAML file: strict parsing, ``${VAR}`` expansion, validation, and errors with a location.
+
+Why not ``yaml.safe_load`` + ``Model(**data)``: PyYAML silently keeps the last of duplicate keys and
+reads ``no`` as False (YAML 1.1), and pydantic's errors name a key path but not where it is in the file.
+Here the node tree is walked by hand so duplicates are rejected, only ``true``/``false`` are booleans, and
+every error is reported as ``FILE:LINE:COL: key.path: message`` — the form editors and CI logs link to.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agent.alerts import AlertsConfig
+from agent.checks import CheckConfig, validate_unique_names
+from agent.health import HealthConfig
+from agent.journal import JournalConfig
+from agent.outbox import OutboxConfig
+from agent.rules import RuleConfig
+from agent.sender import OutputConfig
+from agent.tail import TailConfig
+from agent.units import Duration
+
+Location = tuple[int, int]  # 1-based line, column
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """An invalid config file; ``str()`` gives one ``FILE:LINE:COL: key.path: message`` line per problem."""
+
+    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.line, p.column))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+# --- strict YAML -------------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false, so ``start_at: no`` stays the string "no"."""
+
+
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$")
+
+
+def expand_env(text: str, environ: dict[str, str] | os._Environ[str] | None = None) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}``; ``$$`` is a literal ``$``. An unset ``${VAR}`` is an error.
+
+    Failing on an unset variable (instead of substituting "") catches a forgotten EnvironmentFile before the
+    agent runs with an empty push URL; ``${VAR:-}`` says explicitly that empty is fine.
+    """
+    env = os.environ if environ is None else environ
+
+    def _sub(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        value = env.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is None:
+                raise ValueError(f"environment variable {name} is not set (write ${{{name}:-}} to allow empty)")
+            return default
+        return value
+
+    return _ENV_REF.sub(_sub, text)
+
+
+class _Document:
+    """The parsed file: plain Python data plus the location of every key and value by key path."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.key_marks: dict[KeyPath, Location] = {}
+        self.value_marks: dict[KeyPath, Location] = {}
+        self.problems: list[ConfigProblem] = []
+
+    def problem(self, where: Location, path: KeyPath, message: str) -> None:
+        self.problems.append(ConfigProblem(self.file, where[0], where[1], format_path(path), message))
+
+    def locate(self, path: KeyPath, *, prefer_key: bool = False) -> Location:
+        """The most specific known location for a pydantic error path (it may name model-internal parts)."""
+        for end in range(len(path), -1, -1):
+            prefix = path[:end]
+            marks = (self.key_marks, self.value_marks) if prefer_key else (self.value_marks, self.key_marks)
+            for table in marks:
+                if prefix in table:
+                    return table[prefix]
+        return (1, 1)
+
+
+def _mark(node: yaml.Node) -> Location:
+    return (node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def format_path(path: KeyPath) -> str:
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + str(part)
+    return text
+
+
+def _build(node: yaml.Node, path: KeyPath, doc: _Document, loader: _StrictLoader) -> Any:
+    doc.value_marks.setdefault(path, _mark(node))
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)  # YAML merge keys (<<) are handy for repeated rule blocks
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool) or key is None:
+                doc.problem(_mark(key_node), path, "mapping keys must be plain scalars")
+                continue
+            child = (*path, key) if isinstance(key, str | int) else (*path, str(key))
+            if key in result:
+                first = doc.key_marks.get(child, (0, 0))
+                doc.problem(_mark(key_node), child, f"duplicate key (first defined at line {first[0]})")
+                continue
+            doc.key_marks[child] = _mark(key_node)
+            result[key] = _build(value_node, child, doc, loader)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(item, (*path, i), doc, loader) for i, item in enumerate(node.value)]
+    value = loader.construct_object(node, deep=True)
+    if isinstance(value, str) and "$" in value:
+        try:
+            value = expand_env(value)
+        except ValueError as exc:
+            doc.problem(_mark(node), path, str(exc))
+    return value
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, _Document]:
+    """Parse YAML text into data and a location index, collecting (not raising) semantic problems."""
+    doc = _Document(file)
+    loader = _StrictLoader(text)
+    try:
+        root = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+        raise ConfigError([ConfigProblem(file, where[0], where[1], "", f"invalid YAML: {message}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigProblem(file, 1, 1, "", f"invalid YAML: {exc}")]) from None
+    finally:
+        loader.dispose()
+    if root is None:
+        return {}, doc
+    return _build(root, (), doc, loader), doc
+
+
+# --- the root model ---------------------------------------------------------------------------------
+
+
+class LogSourceConfig(TailConfig):
+    """A `logs:` entry: what to tail (the tail stage's keys) and the rules to run on its lines."""
+
+    rules: list[RuleConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_rule_names(self) -> LogSourceConfig:
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.name in seen:
+                raise ValueError(f"rule name {rule.name!r} is used twice in source {self.name!r}")
+            seen.add(rule.name)
+        return self
+
+
+class JournalSourceConfig(JournalConfig):
+    """A `journal:` entry: which journal entries to follow and the rules to run on their messages."""
+
+    rules: list[RuleConfig] = Field(default_factory=list)
+
+
+class Config(BaseModel):
+    """Everything in the config file. Each stage's section is that stage's own model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state_dir: str = "./state"
+    host: str = Field(default_factory=socket.gethostname, description="host label; defaults to the hostname")
+    labels: dict[str, str] = Field(default_factory=dict)
+    log_level: str = "info"
+    shutdown_timeout: Duration = 10.0
+    flashduty: list[OutputConfig] = Field(default_factory=lambda: [OutputConfig()])
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    logs: list[LogSourceConfig] = Field(default_factory=list)
+    journal: list[JournalSourceConfig] = Field(default_factory=list)
+    checks: list[CheckConfig] = Field(default_factory=list)
+
+    @field_validator("flashduty", mode="before")
+    @classmethod
+    def _one_or_many_outputs(cls, value: Any) -> Any:
+        """`flashduty:` may be a single output (the common case) or a list of named outputs."""
+        if isinstance(value, dict):
+            return [value]
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.lower() not in {"debug", "info", "warning", "error"}:
+            raise ValueError("log_level must be one of debug, info, warning, error")
+        return value.lower()
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Config:
+        names = [o.name for o in self.flashduty]
+        if len(set(names)) != len(names):
+            raise ValueError("flashduty outputs need distinct `name`s")
+        if not self.flashduty:
+            raise ValueError("at least one flashduty output is required")
+        sources = [s.name for s in self.logs] + [j.name for j in self.journal]
+        if len(set(sources)) != len(sources):
+            raise ValueError("source names (logs and journal) must be unique")
+        validate_unique_names(self.checks)
+        known = set(names)
+        for where in self._output_references():
+            if where[1] is not None and where[1] not in known:
+                raise ValueError(f"{where[0]} uses output {where[1]!r}, which is not among flashduty outputs {names}")
+        return self
+
+    def _output_references(self) -> list[tuple[str, str | None]]:
+        refs: list[tuple[str, str | None]] = []
+        for source in [*self.logs, *self.journal]:
+            refs.extend((f"rule {source.name}/{rule.name}", rule.output) for rule in source.rules)
+        refs.extend((f"check {check.name}", check.output) for check in self.checks)
+        return refs
+
+    def output(self, name: str | None) -> OutputConfig:
+        """The output a rule or check picked, or the first one (the default)."""
+        if name is None:
+            return self.flashduty[0]
+        return next(o for o in self.flashduty if o.name == name)
+
+    def secrets(self) -> list[str]:
+        """Every credential in this config, for the log redactor."""
+        found: list[str] = []
+        for out in self.flashduty:
+            found.extend(out.secrets())
+        if self.health.token:
+            found.append(self.health.token)
+        return found
+
+
+def _problems_from_validation(exc: ValidationError, doc: _Document) -> list[ConfigProblem]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc: KeyPath = tuple(p for p in error["loc"] if isinstance(p, str | int))
+        # pydantic appends union/validator tags to locations; keep only parts that exist in the document
+        path: list[str | int] = []
+        for part in loc:
+            if (*path, part) in doc.key_marks or (*path, part) in doc.value_marks:
+                path.append(part)
+            elif error["type"] in ("extra_forbidden", "missing") and part == loc[-1]:
+                path.append(part)
+        key_path = tuple(path)
+        where = doc.locate(key_path, prefer_key=error["type"] == "extra_forbidden")
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+            where = doc.locate(key_path[:-1])
+        message = message.removeprefix("Value error, ")
+        problems.append(ConfigProblem(doc.file, where[0], where[1], format_path(key_path), message))
+    return problems
+
+
+def parse_config(text: str, file: str = "<config>") -> Config:
+    """Validate config text; raise ConfigError listing every problem with its location."""
+    data, doc = parse_yaml(text, file)
+    if doc.problems:
+        raise ConfigError(doc.problems)
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigProblem(file, 1, 1, "", "the config file must be a mapping of keys")])
+    try:
+        labels = data.get("labels")
+        context = {"global_labels": set(labels) if isinstance(labels, dict) else set()}
+        return Config.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise ConfigError(_problems_from_validation(exc, doc)) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate the config file. Relative paths inside stay relative to the process cwd."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(file, 0, 0, "", f"cannot read config: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem(file, 1, 1, "", f"config is not valid UTF-8: {exc.reason}")]) from None
+    return parse_config(text, file)

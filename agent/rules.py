@@ -1,0 +1,171 @@
+"""Rules: which lines matter, and what identity a match has.
+
+A rule turns a line into a *hit*: (rule, fire|resolve, named groups). Everything with time in it —
+windows, reminders, recoveries — belongs to the alert state machine downstream; keeping rules stateless
+lets one source's batch be evaluated in a worker thread while the loop keeps serving everything else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from agent.events import template_fields, validate_template
+from agent.matcher import MultiMatcher
+from agent.units import Duration
+
+BUILTIN_FIELDS = {"host", "path", "line", "rule", "source", "count", "first_seen", "last_seen", "samples",
+                  "severity", "status"}
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
+
+
+class ThresholdConfig(BaseModel):
+    """Fire only when ``count`` matches fall inside a sliding window of ``within``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(default=1, ge=1)
+    within: Duration = 60.0
+
+
+class ResolveConfig(BaseModel):
+    """How an open alert closes: after a quiet period, on an explicit recovery line, or both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    after: Duration | None = None
+    match: str | None = None
+
+    @field_validator("match")
+    @classmethod
+    def _valid_regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            _compile(value)
+        return value
+
+
+class RuleConfig(BaseModel):
+    """One rule of a log or journal source."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    match: str | None = None
+    contains: str | None = None
+    exclude: str | None = None
+    severity: Literal["Critical", "Warning", "Info"] = "Warning"
+    title: str = "{rule} on {host}"
+    description: str = (
+        "{line}\n\n{count} matching line(s) from {first_seen} to {last_seen} in {path}\n{samples}"
+    )
+    alert_key: str | None = None
+    identity: list[str] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+    threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    resolve: ResolveConfig = Field(default_factory=ResolveConfig)
+    repeat_interval: Duration = 0.0
+    samples: int = Field(default=3, ge=0, le=20)
+    output: str | None = None
+
+    @field_validator("match", "exclude")
+    @classmethod
+    def _valid_regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            _compile(value)
+        return value
+
+    @field_validator("title", "description", "alert_key")
+    @classmethod
+    def _valid_template(cls, value: str | None) -> str | None:
+        return None if value is None else validate_template(value)
+
+    @model_validator(mode="after")
+    def _consistent(self, info: ValidationInfo) -> RuleConfig:
+        if (self.match is None) == (self.contains is None):
+            raise ValueError("a rule needs exactly one of `match` (regex) or `contains` (literal text)")
+        groups = self.group_names()
+        for name in self.identity:
+            if name not in groups:
+                raise ValueError(f"identity field {name!r} is not a named group of `match` (groups: {sorted(groups)})")
+        if self.resolve.match is not None:
+            resolve_groups = set(_compile(self.resolve.match).groupindex)
+            missing = [n for n in self.identity if n not in resolve_groups]
+            if missing:
+                raise ValueError(
+                    f"resolve.match must capture the identity groups {missing} so it closes the same alert"
+                )
+        global_labels = (info.context or {}).get("global_labels", set()) if info else set()
+        known = BUILTIN_FIELDS | groups | set(self.labels) | set(global_labels)
+        for field_name in ("title", "description", "alert_key"):
+            template = getattr(self, field_name)
+            if template is None:
+                continue
+            unknown = template_fields(template) - known
+            if unknown:
+                raise ValueError(
+                    f"{field_name} refers to unknown field(s) {sorted(unknown)}; available: named groups "
+                    f"{sorted(groups)}, labels, and {sorted(BUILTIN_FIELDS)}"
+                )
+        return self
+
+    def pattern(self) -> str:
+        return self.match if self.match is not None else re.escape(self.contains or "")
+
+    def group_names(self) -> set[str]:
+        return set(_compile(self.pattern()).groupindex)
+
+
+@dataclass(slots=True)
+class Hit:
+    """A line that fired or resolved a rule."""
+
+    rule: int  # index into the source's rules
+    kind: Literal["fire", "resolve"]
+    line: str
+    groups: dict[str, str]
+    line_index: int
+
+
+class RuleSet:
+    """All rules of one source compiled into one multi-pattern matcher."""
+
+    def __init__(self, rules: Sequence[RuleConfig]) -> None:
+        self.rules = list(rules)
+        patterns: list[str] = []
+        self._pattern_owner: list[tuple[int, Literal["fire", "resolve"]]] = []
+        for index, rule in enumerate(self.rules):
+            patterns.append(rule.pattern())
+            self._pattern_owner.append((index, "fire"))
+            if rule.resolve.match is not None:
+                patterns.append(rule.resolve.match)
+                self._pattern_owner.append((index, "resolve"))
+        self._excludes = [_compile(r.exclude) if r.exclude else None for r in self.rules]
+        self.matcher = MultiMatcher(patterns) if patterns else None
+
+    def evaluate(self, lines: Sequence[str], data: bytes | None = None) -> list[Hit]:
+        """Hits in line order. Runs in a worker thread: pure CPU, no shared mutable state."""
+        if self.matcher is None or not lines:
+            return []
+        hits: list[Hit] = []
+        for line_index, pattern_index, match in self.matcher.scan(lines, data):
+            rule_index, kind = self._pattern_owner[pattern_index]
+            line = lines[line_index]
+            exclude = self._excludes[rule_index]
+            if kind == "fire" and exclude is not None and exclude.search(line):
+                continue
+            groups = {k: v for k, v in match.groupdict().items() if v is not None}
+            hits.append(Hit(rule_index, kind, line, groups, line_index))
+        return hits
+
+    def describe(self) -> dict[str, object]:
+        return self.matcher.describe() if self.matcher is not None else {"engine": "none"}

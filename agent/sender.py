@@ -1,0 +1,425 @@
+"""Delivery to Flashduty: one worker per output, paced under the integration's limits, retrying forever
+(up to the outbox's max_age) what may succeed later and dead-lettering what never will.
+
+Ordering: events of one ``alert_key`` are sent strictly in commit order (an ``Ok`` never overtakes the
+event it resolves); different keys go out concurrently. Failures back off per event and, for
+output-wide trouble (transport errors, 429, 5xx), for the whole output, so a long outage costs one probe
+per backoff step rather than a retry storm when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import email.utils
+import json
+import random
+import ssl
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import aiohttp
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from agent import __version__
+from agent.logsetup import REDACTOR
+from agent.outbox import Outbox, PendingEvent
+from agent.units import Duration
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_BASE_URL = "https://api.flashcat.cloud/event/push/alert/standard"
+RETRYABLE_STATUS = {408, 425, 429}
+RETRYABLE_CODES = {"RequestTooFrequently", "InternalError"}
+
+
+class OutputConfig(BaseModel):
+    """One Flashduty integration (`flashduty:` or one item of a list of them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "default"
+    push_url: str = ""  # whole URL from the integration card; empty (and no key) -> dry run
+    push_url_file: str | None = None  # file holding the push URL (readable only by the service user)
+    integration_key: str = ""  # alternative to push_url: key plus base_url
+    base_url: str = DEFAULT_BASE_URL
+    max_per_second: int = Field(default=100, ge=1)
+    max_per_minute: int = Field(default=1000, ge=1)
+    concurrency: int = Field(default=4, ge=1, le=64)
+    timeout: Duration = 10.0
+    retry_initial: Duration = 1.0
+    retry_max: Duration = 60.0
+    proxy: str | None = None
+    ca_file: str | None = None
+    verify_tls: bool = True
+
+    @model_validator(mode="after")
+    def _one_way_to_say_where(self) -> OutputConfig:
+        given = [bool(self.push_url), bool(self.push_url_file), bool(self.integration_key)]
+        if sum(given) > 1:
+            raise ValueError("set only one of push_url, push_url_file, integration_key")
+        if self.push_url:
+            parts = urlsplit(self.push_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("push_url must be an http(s) URL copied from the integration card")
+        return self
+
+    def resolved_url(self) -> str:
+        """The URL to POST to, or "" for dry run. Reads push_url_file on each call (reload picks up rotation)."""
+        if self.push_url_file:
+            return Path(self.push_url_file).read_text(encoding="utf-8").strip()
+        if self.integration_key:
+            parts = urlsplit(self.base_url)
+            query = [(k, v) for k, v in parse_qsl(parts.query) if k != "integration_key"]
+            query.append(("integration_key", self.integration_key))
+            return urlunsplit(parts._replace(query=urlencode(query)))
+        return self.push_url
+
+    def secrets(self) -> list[str]:
+        found = [self.integration_key] if self.integration_key else []
+        with contextlib.suppress(OSError):
+            url = self.resolved_url()
+            found.extend(v for k, v in parse_qsl(urlsplit(url).query) if k == "integration_key")
+        return [s for s in found if s]
+
+    def dry_run(self) -> bool:
+        return not (self.push_url or self.push_url_file or self.integration_key)
+
+
+def redact_url(url: str) -> str:
+    return REDACTOR.text(url)
+
+
+class SlidingWindowLimiter:
+    """Exact sliding windows (e.g. 100/s and 1000/min) — a token bucket would let 1000 through in the
+    first seconds and then overshoot the per-minute window the server counts in."""
+
+    def __init__(self, limits: list[tuple[int, float]]) -> None:
+        self._limits = limits
+        self._sent: collections.deque[float] = collections.deque()
+        self._horizon = max(window for _, window in limits)
+        self._lock = asyncio.Lock()
+
+    def _wait_needed(self, now: float) -> float:
+        while self._sent and self._sent[0] <= now - self._horizon:
+            self._sent.popleft()
+        wait = 0.0
+        for count, window in self._limits:
+            if len(self._sent) >= count:
+                # the count-th most recent send must leave the window before another may go
+                oldest_in_window = self._sent[-count]
+                if oldest_in_window > now - window:
+                    wait = max(wait, oldest_in_window + window - now)
+        return wait
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                wait = self._wait_needed(now)
+                if wait <= 0:
+                    self._sent.append(now)
+                    return
+                await asyncio.sleep(wait)
+
+
+@dataclass(slots=True)
+class SendOutcome:
+    ok: bool
+    retryable: bool
+    status: int | None = None
+    code: str = ""
+    message: str = ""
+    request_id: str = ""
+    retry_after: float | None = None
+    alert_key: str = ""
+
+
+def classify(status: int, body: Any, headers: Any) -> SendOutcome:
+    """Turn an HTTP answer into success / retryable / permanent, per the protocol notes."""
+    error = body.get("error") if isinstance(body, dict) else None
+    request_id = str(body.get("request_id", "")) if isinstance(body, dict) else ""
+    retry_after = parse_retry_after(headers.get("Retry-After")) if headers is not None else None
+    code = str(error.get("code", "")) if isinstance(error, dict) else ""
+    message = str(error.get("message", "")) if isinstance(error, dict) else ""
+    if 200 <= status < 300:
+        if not isinstance(body, dict):
+            return SendOutcome(False, True, status, "BadResponse", "2xx without a JSON object body", request_id)
+        if error:
+            return SendOutcome(False, code in RETRYABLE_CODES, status, code or "Error", message, request_id,
+                               retry_after)
+        data = body.get("data") if isinstance(body.get("data"), dict) else {}
+        return SendOutcome(True, False, status, request_id=request_id, alert_key=str(data.get("alert_key", "")))
+    retryable = status in RETRYABLE_STATUS or status >= 500
+    if not code:
+        code = f"HTTP{status}"
+    return SendOutcome(False, retryable, status, code, message, request_id, retry_after)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def backoff_delay(attempt: int, initial: float, cap: float, rng: random.Random | None = None) -> float:
+    """Full jitter: uniform in [0, min(cap, initial·2^attempt)] — spreads a fleet's retries after an outage."""
+    ceiling = min(cap, initial * (2 ** min(attempt, 30)))
+    return (rng or random).uniform(0, ceiling)
+
+
+@dataclass(slots=True)
+class OutputStats:
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    in_flight: int = 0
+    last_success: float | None = None
+    last_failure: float | None = None
+    last_error: str = ""
+    backoff_until: float = 0.0
+    latencies: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=256))
+
+
+class OutputSender:
+    """Delivers one output's queue. ``run()`` until cancelled; ``drain(timeout)`` for graceful shutdown."""
+
+    WINDOW = 256  # how far past blocked keys the sender looks for sendable events
+
+    def __init__(self, config: OutputConfig, outbox: Outbox, *, stdout: TextIO | None = None,
+                 metrics: Any = None) -> None:
+        self.config = config
+        self.outbox = outbox
+        self.stats = OutputStats()
+        self.metrics = metrics
+        self._stdout = stdout or sys.stdout
+        self._wake = asyncio.Event()
+        self._wake.set()
+        self._in_flight: dict[int, str] = {}  # event id -> alert_key
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._limiter = SlidingWindowLimiter([(config.max_per_second, 1.0), (config.max_per_minute, 60.0)])
+        self._failures = 0  # consecutive output-wide failures
+        self._stopping = False
+        self._url = "" if config.dry_run() else config.resolved_url()
+        outbox.on_new_events(self._wake.set)
+
+    @property
+    def dry_run(self) -> bool:
+        return not self._url
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            ssl_ctx: ssl.SSLContext | bool = True
+            if not self.config.verify_tls:
+                ssl_ctx = False
+            elif self.config.ca_file:
+                ssl_ctx = ssl.create_default_context(cafile=self.config.ca_file)
+            connector = aiohttp.TCPConnector(limit=self.config.concurrency, ssl=ssl_ctx)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.config.timeout),
+                headers={"User-Agent": f"dutytail/{__version__}"},
+                trust_env=True,  # HTTPS_PROXY / NO_PROXY from the environment
+            )
+        return self._session
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._session is not None:
+            await self._session.close()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            now = time.time()
+            if self.stats.backoff_until > now:
+                await self._sleep_or_wake(self.stats.backoff_until - now)
+                self._wake.set()
+                continue
+            next_due = await self._dispatch(now)
+            if next_due is not None and not self._wake.is_set():
+                await self._sleep_or_wake(max(0.0, next_due - time.time()))
+                self._wake.set()
+
+    async def _sleep_or_wake(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    async def _dispatch(self, now: float) -> float | None:
+        """Start sends for every head-of-key event that is due; return when the next retry falls due."""
+        free = self.config.concurrency - len(self._in_flight)
+        if free <= 0:
+            return None
+        head = await self.outbox.head(self.config.name, self.WINDOW + len(self._in_flight))
+        blocked = set(self._in_flight.values())
+        next_due: float | None = None
+        for event in head:
+            if event.id in self._in_flight:
+                continue
+            if event.alert_key in blocked:
+                continue
+            blocked.add(event.alert_key)  # later events of this key wait for this one
+            if event.next_attempt > now:
+                next_due = event.next_attempt if next_due is None else min(next_due, event.next_attempt)
+                continue
+            self._in_flight[event.id] = event.alert_key
+            self.stats.in_flight = len(self._in_flight)
+            task = asyncio.create_task(self._deliver(event), name=f"send-{event.id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            free -= 1
+            if free <= 0:
+                break
+        return next_due
+
+    async def _deliver(self, event: PendingEvent) -> None:
+        try:
+            if self.dry_run:
+                self._stdout.write(event.body + "\n")
+                self._stdout.flush()
+                await self.outbox.delivered([event.id])
+                self.stats.sent += 1
+                self.stats.last_success = time.time()
+                return
+            await self._limiter.acquire()
+            outcome = await self._post(event)
+            await self._record(event, outcome)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never let one event kill the worker; it stays queued
+            log.exception("send_internal_error", output=self.config.name, event_id=event.id, error=str(exc))
+            await self.outbox.reschedule(event.id, event.attempts + 1, time.time() + 5.0, f"internal: {exc}")
+        finally:
+            self._in_flight.pop(event.id, None)
+            self.stats.in_flight = len(self._in_flight)
+            self._wake.set()
+
+    async def _post(self, event: PendingEvent) -> SendOutcome:
+        session = await self._ensure_session()
+        started = time.monotonic()
+        try:
+            async with session.post(
+                self._url,
+                data=event.body.encode("utf-8"),
+                headers={"Content-Type": "application/json"},
+                proxy=self.config.proxy,
+            ) as response:
+                raw = await response.read()
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = None
+                outcome = classify(response.status, body, response.headers)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            outcome = SendOutcome(False, True, None, "TransportError", REDACTOR.text(f"{type(exc).__name__}: {exc}"))
+        elapsed = time.monotonic() - started
+        self.stats.latencies.append(elapsed)
+        if self.metrics is not None:
+            self.metrics.send_latency.labels(self.config.name).observe(elapsed)
+        return outcome
+
+    async def _record(self, event: PendingEvent, outcome: SendOutcome) -> None:
+        now = time.time()
+        if outcome.ok:
+            await self.outbox.delivered([event.id])
+            self.stats.sent += 1
+            self.stats.last_success = now
+            self._failures = 0
+            if self.metrics is not None:
+                self.metrics.events_sent.labels(self.config.name).inc()
+            return
+        self.stats.failed += 1
+        self.stats.last_failure = now
+        self.stats.last_error = f"{outcome.status or '-'} {outcome.code}: {outcome.message}".strip()
+        if self.metrics is not None:
+            self.metrics.events_failed.labels(self.config.name, "retryable" if outcome.retryable else "permanent").inc()
+        fields = {"output": self.config.name, "alert_key": event.alert_key, "status": outcome.status,
+                  "code": outcome.code, "message": outcome.message, "request_id": outcome.request_id}
+        if not outcome.retryable:
+            await self.outbox.dead_letter(event, status=outcome.status, error_code=outcome.code,
+                                          message=outcome.message, request_id=outcome.request_id)
+            self.stats.dead_lettered += 1
+            log.error("event_rejected_dead_lettered", **fields)
+            return
+        self.stats.retried += 1
+        self._failures += 1
+        delay = backoff_delay(self._failures - 1, self.config.retry_initial, self.config.retry_max)
+        if outcome.retry_after is not None:
+            delay = max(delay, outcome.retry_after)
+        # The whole output waits: transport errors, 429 and 5xx are about the integration, not this event.
+        self.stats.backoff_until = max(self.stats.backoff_until, now + delay)
+        await self.outbox.reschedule(event.id, event.attempts + 1, now + delay, self.stats.last_error)
+        log.warning("send_failed_will_retry", retry_in=round(delay, 3), attempt=event.attempts + 1, **fields)
+
+    async def drain(self, timeout: float) -> bool:
+        """Keep sending until the queue is empty or ``timeout`` passes; what is left stays on disk."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.outbox.stats.depth <= 0 and not self._in_flight:
+                return True
+            if not await self.outbox.head(self.config.name, 1) and not self._in_flight:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    def status(self) -> dict[str, Any]:
+        lat = sorted(self.stats.latencies)
+        return {
+            "name": self.config.name,
+            "url": redact_url(self._url) if self._url else "(dry run: printing events to stdout)",
+            "sent": self.stats.sent,
+            "failed": self.stats.failed,
+            "dead_lettered": self.stats.dead_lettered,
+            "in_flight": self.stats.in_flight,
+            "last_success": self.stats.last_success,
+            "last_failure": self.stats.last_failure,
+            "last_error": REDACTOR.text(self.stats.last_error),
+            "backoff_remaining": max(0.0, round(self.stats.backoff_until - time.time(), 3)),
+            "latency_p50": lat[len(lat) // 2] if lat else None,
+        }
+
+
+async def send_once(config: OutputConfig, body: dict[str, Any]) -> SendOutcome:
+    """One POST without queueing or retries (`dutytail send-test`): report what the API said, plainly."""
+    url = config.resolved_url()
+    connector = aiohttp.TCPConnector(
+        ssl=False if not config.verify_tls else (
+            ssl.create_default_context(cafile=config.ca_file) if config.ca_file else True)
+    )
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=config.timeout),
+                                     trust_env=True) as session:
+        try:
+            async with session.post(url, json=body, proxy=config.proxy) as response:
+                raw = await response.read()
+                try:
+                    parsed = json.loads(raw) if raw else None
+                except ValueError:
+                    parsed = None
+                return classify(response.status, parsed, response.headers)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return SendOutcome(False, True, None, "TransportError", REDACTOR.text(f"{type(exc).__name__}: {exc}"))
