@@ -95,7 +95,7 @@ class Agent:
             await self.shutdown()
 
     async def start(self) -> None:
-        Path(self.config.state_dir).mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(Path(self.config.state_dir).mkdir, parents=True, exist_ok=True)
         await self.outbox.open()
         self.engine.restore(await self.outbox.alert_states())
         await self._commit(Commit(events=self.engine.resolve_removed(self._alive_rules(), time.time())))
@@ -389,7 +389,7 @@ class Agent:
         from watchdog.observers import Observer
 
         assert self.config_path is not None
-        target = Path(self.config_path).resolve()
+        target = await asyncio.to_thread(Path(self.config_path).resolve)
         loop = asyncio.get_running_loop()
         changed = asyncio.Event()
 

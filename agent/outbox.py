@@ -72,6 +72,11 @@ CREATE TABLE IF NOT EXISTS alerts (
 """
 
 
+def encode_body(body: dict[str, Any]) -> str:
+    """The exact JSON text stored and later POSTed (compact; sizes in the bounds are of this text)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
 class OutboxConfig(BaseModel):
     """`outbox:` — how much may wait on disk, for how long, and what happens when it is full."""
 
@@ -235,7 +240,7 @@ class Outbox:
         """
         if change.empty():
             return
-        new_bytes = sum(len(json.dumps(e.body)) for e in change.events)
+        new_bytes = sum(len(encode_body(e.body)) for e in change.events)
         if new_bytes and self.config.on_full == "block_sources":
             while self.stats.bytes + new_bytes > self.config.max_bytes and self.stats.depth > 0:
                 if self._closed:
@@ -292,7 +297,7 @@ class Outbox:
             for change in changes:
                 rows = []
                 for ev in change.events:
-                    body = json.dumps(ev.body, ensure_ascii=False, separators=(",", ":"))
+                    body = encode_body(ev.body)
                     rows.append((ev.output, ev.alert_key, body, len(body), now))
                     added_bytes += len(body)
                 if rows:

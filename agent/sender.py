@@ -98,35 +98,45 @@ def redact_url(url: str) -> str:
 
 class SlidingWindowLimiter:
     """Exact sliding windows (e.g. 100/s and 1000/min) — a token bucket would let 1000 through in the
-    first seconds and then overshoot the per-minute window the server counts in."""
+    first seconds and then overshoot the per-minute window the server counts in.
+
+    A send is stamped when it starts and re-stamped when it completes: the server counts the request at
+    some moment in between, so measuring windows from the completion is the conservative choice.
+    """
 
     def __init__(self, limits: list[tuple[int, float]]) -> None:
         self._limits = limits
-        self._sent: collections.deque[float] = collections.deque()
+        self._sent: collections.deque[list[float]] = collections.deque()
         self._horizon = max(window for _, window in limits)
         self._lock = asyncio.Lock()
 
     def _wait_needed(self, now: float) -> float:
-        while self._sent and self._sent[0] <= now - self._horizon:
+        while self._sent and self._sent[0][0] <= now - self._horizon:
             self._sent.popleft()
         wait = 0.0
         for count, window in self._limits:
             if len(self._sent) >= count:
-                # the count-th most recent send must leave the window before another may go
-                oldest_in_window = self._sent[-count]
+                stamps = sorted(entry[0] for entry in self._sent)
+                oldest_in_window = stamps[-count]
                 if oldest_in_window > now - window:
                     wait = max(wait, oldest_in_window + window - now)
         return wait
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> list[float]:
+        """Wait for a slot; pass the returned stamp to ``done()`` when the request completes."""
         async with self._lock:
             while True:
                 now = time.monotonic()
                 wait = self._wait_needed(now)
                 if wait <= 0:
-                    self._sent.append(now)
-                    return
-                await asyncio.sleep(wait)
+                    stamp = [now]
+                    self._sent.append(stamp)
+                    return stamp
+                await asyncio.sleep(wait + 0.001)
+
+    @staticmethod
+    def done(stamp: list[float]) -> None:
+        stamp[0] = time.monotonic()
 
 
 @dataclass(slots=True)
@@ -306,8 +316,11 @@ class OutputSender:
                 self.stats.sent += 1
                 self.stats.last_success = time.time()
                 return
-            await self._limiter.acquire()
-            outcome = await self._post(event)
+            stamp = await self._limiter.acquire()
+            try:
+                outcome = await self._post(event)
+            finally:
+                self._limiter.done(stamp)
             await self._record(event, outcome)
         except asyncio.CancelledError:
             raise

@@ -1,0 +1,132 @@
+"""Config loading: every invalid file is named by file:line:col and key path; valid ones load."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from agent.config import ConfigError, expand_env, load_config, parse_config
+from tests.conftest import ROOT
+
+VALID = """\
+state_dir: ./state
+labels: {env: demo}
+flashduty:
+  push_url: ${FLASHDUTY_PUSH_URL:-}
+  max_per_second: 100
+  max_per_minute: 1000
+health:
+  listen: 127.0.0.1:8790
+logs:
+  - name: app
+    paths: ["./demo/*.log"]
+    start_at: end
+    rules:
+      - name: db-timeout
+        match: 'timeout after (?P<ms>\\d+)ms on (?P<db>\\w+)'
+        severity: Critical
+        title: "DB timeout on {db}"
+        description: "{line}"
+        alert_key: "db-timeout-{db}"
+        labels: {class: db}
+"""
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(textwrap.dedent(text), "cfg.yaml")
+    return str(info.value)
+
+
+def test_the_issue_contract_example_is_valid() -> None:
+    config = parse_config(VALID, "cfg.yaml")
+    assert config.flashduty[0].dry_run()
+    rule = config.logs[0].rules[0]
+    assert rule.severity == "Critical" and rule.alert_key == "db-timeout-{db}"
+    assert config.logs[0].start_at == "end"
+
+
+def test_shipped_example_config_is_valid() -> None:
+    config = load_config(ROOT / "config.example.yaml")
+    assert config.logs and config.checks
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "expected"),
+    [
+        ("    start_at: end\n", "    start_at: end\n    colour: blue\n", "cfg.yaml:13:5: logs[0].colour: unknown key"),
+        ("        severity: Critical\n", "        severity: Fatal\n", "cfg.yaml:16:19: logs[0].rules[0].severity:"),
+        ("(?P<db>\\w+)'", "(?P<db>\\w+'", "cfg.yaml:15:16: logs[0].rules[0].match: invalid regex"),
+        ("  max_per_second: 100\n", "  max_per_second: 100\n  timeout: soon\n",
+         "cfg.yaml:6:12: flashduty.timeout: invalid duration 'soon'"),
+        ("labels: {env: demo}\n", "labels: {env: demo}\nlabels: {env: prod}\n",
+         "cfg.yaml:3:1: labels: duplicate key (first defined at line 2)"),
+        ("        labels: {class: db}\n", "        labels: {class: db}\n        identity: [nope]\n",
+         "logs[0].rules[0]: identity field 'nope' is not a named group"),
+        ('        title: "DB timeout on {db}"\n', '        title: "DB timeout on {dbb}"\n',
+         "title refers to unknown field(s) ['dbb']"),
+    ],
+)
+def test_invalid_configs_report_file_line_column_and_key(replace: str, by: str, expected: str) -> None:
+    assert replace in VALID
+    assert expected in error_of(VALID.replace(replace, by))
+
+
+def test_yaml_syntax_error_has_a_location() -> None:
+    message = error_of("state_dir: ./state\nlogs:\n  - name: [unclosed\n")
+    assert message.startswith("cfg.yaml:") and "invalid YAML" in message
+
+
+def test_yaml11_booleans_are_not_booleans() -> None:
+    # `start_at: no` must not silently become False; it is an invalid choice, reported as such
+    message = error_of(VALID.replace("start_at: end", "start_at: no"))
+    assert "logs[0].start_at" in message
+
+
+def test_env_expansion() -> None:
+    env = {"A": "x", "EMPTY": ""}
+    assert expand_env("${A}-${B:-dflt}-${EMPTY:-e}-$$", env) == "x-dflt-e-$"
+    with pytest.raises(ValueError, match="B is not set"):
+        expand_env("${B}", env)
+    message = error_of(VALID.replace("${FLASHDUTY_PUSH_URL:-}", "${DUTYTAIL_SURELY_UNSET_VAR}"))
+    assert "cfg.yaml:4:13: flashduty.push_url: environment variable DUTYTAIL_SURELY_UNSET_VAR is not set" in message
+
+
+def test_missing_required_key_is_located_at_its_parent() -> None:
+    message = error_of(VALID.replace("  - name: app\n", "  - nom: app\n"))
+    assert "logs[0].name: required key is missing" in message
+    assert "logs[0].nom: unknown key" in message
+
+
+def test_check_config_cli(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(VALID)
+    ok = subprocess.run([sys.executable, "-m", "agent", "check-config", "-c", str(good)], capture_output=True,
+                        text=True, cwd=ROOT)
+    assert ok.returncode == 0, ok.stderr
+    assert "OK" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(VALID.replace("severity: Critical", "severity: critical"))
+    result = subprocess.run([sys.executable, "-m", "agent", "check-config", "-c", str(bad)], capture_output=True,
+                            text=True, cwd=ROOT)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"{bad}:16:19: logs[0].rules[0].severity:")
+
+
+def test_version_cli() -> None:
+    out = subprocess.run([sys.executable, "-m", "agent", "--version"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.startswith("dutytail ")
+
+
+def test_redactor_hides_integration_keys_in_urls_and_known_secrets() -> None:
+    from agent.logsetup import Redactor
+
+    redactor = Redactor()
+    redactor.add(["k3y-known-secret"])
+    text = redactor.text("POST https://api.flashcat.cloud/x?integration_key=SECRETKEY123&a=1 with k3y-known-secret")
+    assert "SECRETKEY123" not in text and "k3y-known-secret" not in text
+    assert "integration_key=***&a=1" in text
