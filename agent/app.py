@@ -24,7 +24,7 @@ import structlog
 from agent import __version__
 from agent.alerts import AlertEngine, hit_events
 from agent.checks import CheckObservation, CheckScheduler
-from agent.config import Config, ConfigError, JournalSourceConfig, LogSourceConfig, load_config
+from agent.config import Config, ConfigError, JournalSourceConfig, LogSourceConfig, load_config, secret_warnings
 from agent.health import HealthServer
 from agent.journal import JournalSource
 from agent.logsetup import REDACTOR
@@ -95,6 +95,8 @@ class Agent:
             await self.shutdown()
 
     async def start(self) -> None:
+        for warning in secret_warnings(self.config, self.config_path):
+            log.warning("secret_file_world_readable", detail=warning)
         await asyncio.to_thread(Path(self.config.state_dir).mkdir, parents=True, exist_ok=True)
         await self.outbox.open()
         self.engine.restore(await self.outbox.alert_states())
@@ -214,6 +216,9 @@ class Agent:
                 hits = []
                 if batch.lines and runtime.ruleset.matcher is not None:
                     hits = await asyncio.to_thread(runtime.ruleset.evaluate, batch.lines, batch.data)
+                    if batch.fields:  # per-line source fields (journald unit, priority ...) feed templates
+                        for hit in hits:
+                            hit.groups = {**batch.fields[hit.line_index], **hit.groups}
                 now = time.time()
                 events = hit_events(self.engine, name, runtime.ruleset.rules, batch.path, hits, now)
                 upserts, removed = self.engine.take_changes()
@@ -343,6 +348,8 @@ class Agent:
     async def _apply(self, new: Config) -> None:
         old = self.config
         REDACTOR.add(new.secrets())
+        for warning in secret_warnings(new, self.config_path):
+            log.warning("secret_file_world_readable", detail=warning)
         if (new.state_dir, new.outbox) != (old.state_dir, old.outbox):
             log.warning("reload_ignored_needs_restart", keys=["state_dir", "outbox"])
             new = new.model_copy(update={"state_dir": old.state_dir, "outbox": old.outbox})

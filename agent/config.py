@@ -316,6 +316,31 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         raise ConfigError(_problems_from_validation(exc, doc)) from None
 
 
+def secret_warnings(config: Config, config_path: str | os.PathLike[str] | None) -> list[str]:
+    """Where a credential sits in a file other users on the host can read (warned about at start/reload)."""
+    warnings: list[str] = []
+
+    def world_readable(path: str | os.PathLike[str]) -> bool:
+        try:
+            return bool(os.stat(path).st_mode & 0o004)
+        except OSError:
+            return False
+
+    for output in config.flashduty:
+        if output.push_url_file and world_readable(output.push_url_file):
+            warnings.append(f"push_url_file {output.push_url_file} of output {output.name!r} is world-readable; "
+                            f"chmod 600 it (owned by the service user)")
+    if config_path is not None and world_readable(config_path):
+        try:
+            text = Path(config_path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        if "integration_key=" in text or re.search(r"^\s*integration_key:\s*['\"]?[^$\s'\"]", text, re.M):
+            warnings.append(f"{config_path} contains an integration key and is world-readable; move the key to "
+                            f"an environment file or push_url_file readable only by the service user")
+    return warnings
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate the config file. Relative paths inside stay relative to the process cwd."""
     file = str(path)

@@ -19,7 +19,8 @@ from agent.matcher import MultiMatcher
 from agent.units import Duration
 
 BUILTIN_FIELDS = {"host", "path", "line", "rule", "source", "count", "first_seen", "last_seen", "samples",
-                  "severity", "status"}
+                  "severity", "status",
+                  "unit", "priority", "identifier", "pid"}  # the last four: journald entries only
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
