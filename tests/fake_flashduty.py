@@ -35,6 +35,7 @@ import json
 import re
 import signal
 import sys
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -363,6 +364,7 @@ class FakeFlashduty:
         clock: Callable[[], float] = time.monotonic,
         history: bool = True,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """Configure the fake; nothing listens until :meth:`start`.
 
@@ -384,6 +386,7 @@ class FakeFlashduty:
         self.rate_limit_retry_after = rate_limit_retry_after
         self.history = history
         self.on_event = on_event
+        self.ssl_context = ssl_context  # serve HTTPS (TLS/CA-bundle tests)
         self._clock = clock
 
         self.events: list[dict[str, Any]] = []
@@ -415,7 +418,7 @@ class FakeFlashduty:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True)
+            site = web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True, ssl_context=self.ssl_context)
             await site.start()
         except BaseException:
             await runner.cleanup()
@@ -455,7 +458,8 @@ class FakeFlashduty:
         """``http://127.0.0.1:PORT`` (the port is known after the first :meth:`start`)."""
         if not self.port:
             raise RuntimeError("FakeFlashduty has no port yet: call start() first")
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def url(self) -> str:
