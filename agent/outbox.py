@@ -155,6 +155,7 @@ class Outbox:
         self._wake_flusher = asyncio.Event()
         self._space = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
+        self._removal_listeners: list[Callable[[], None]] = []
         self._closed = False
         self._oldest_created: float | None = None
 
@@ -180,6 +181,10 @@ class Outbox:
     def on_new_events(self, callback: Callable[[], None]) -> None:
         """Called (on the loop) after a commit added events: the sender's wake-up, so it never polls."""
         self._listeners.append(callback)
+
+    def on_rows_removed(self, callback: Callable[[], None]) -> None:
+        """Called after the outbox itself removed queued rows (drop_oldest, expiry, purge)."""
+        self._removal_listeners.append(callback)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -353,6 +358,8 @@ class Outbox:
         return dropped
 
     def _count_drop(self, reason: str, count: int) -> None:
+        for listener in self._removal_listeners:
+            listener()
         self.stats.dropped[reason] = self.stats.dropped.get(reason, 0) + count
         log.warning("outbox_events_dropped", reason=reason, count=count, total=self.stats.dropped[reason])
         if self._on_drop:
@@ -375,14 +382,14 @@ class Outbox:
 
     # --- the sender's side -------------------------------------------------------------------------------
 
-    async def head(self, output: str, limit: int) -> list[PendingEvent]:
-        """The oldest queued events of one output, in commit order (the sender keeps per-key order)."""
+    async def head(self, output: str, limit: int, after_id: int = 0) -> list[PendingEvent]:
+        """Queued events of one output with id > after_id, in commit order (the sender keeps per-key order)."""
 
         def _read() -> list[PendingEvent]:
             rows = self._require_db().execute(
                 "SELECT id, output, alert_key, body, created, attempts, next_attempt FROM events "
-                "WHERE output=? ORDER BY id LIMIT ?",
-                (output, limit),
+                "WHERE output=? AND id>? ORDER BY id LIMIT ?",
+                (output, after_id, limit),
             )
             return [PendingEvent(*row) for row in rows.fetchall()]
 

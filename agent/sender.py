@@ -228,7 +228,34 @@ class OutputSender:
         self._failures = 0  # consecutive output-wide failures
         self._stopping = False
         self._url = "" if config.dry_run() else config.resolved_url()
-        outbox.on_new_events(self._wake.set)
+        # In-memory copy of the queue's head, so a busy sender does not re-read SQLite per event.
+        self._window: dict[int, PendingEvent] = {}
+        self._fetched_upto = 0  # highest event id loaded into the window
+        self._maybe_more = True  # the store may hold rows beyond the window
+        outbox.on_new_events(self._on_new_events)
+        outbox.on_rows_removed(self._forget_window)
+
+    def _on_new_events(self) -> None:
+        self._maybe_more = True
+        self._wake.set()
+
+    def _forget_window(self) -> None:
+        """Rows vanished under us (drop_oldest, expiry): reload the head from the store."""
+        self._window = {i: e for i, e in self._window.items() if i in self._in_flight}
+        self._fetched_upto = max(self._window, default=0)
+        self._maybe_more = True
+        self._wake.set()
+
+    async def _refill(self) -> None:
+        if not self._maybe_more or len(self._window) >= self.WINDOW:
+            return
+        want = self.WINDOW - len(self._window)
+        rows = await self.outbox.head(self.config.name, want, after_id=self._fetched_upto)
+        for row in rows:
+            self._window[row.id] = row
+            self._fetched_upto = row.id
+        if len(rows) < want:
+            self._maybe_more = False
 
     @property
     def dry_run(self) -> bool:
@@ -264,7 +291,10 @@ class OutputSender:
 
     async def run(self) -> None:
         while not self._stopping:
-            await self._wake.wait()
+            # the 5 s bound notices rows another process queued (`dutytail dead-letters retry`)
+            await self._sleep_or_wake(5.0)
+            if not self._wake.is_set():
+                self._maybe_more = True
             self._wake.clear()
             now = time.time()
             if self.stats.backoff_until > now:
@@ -285,10 +315,10 @@ class OutputSender:
         free = self.config.concurrency - len(self._in_flight)
         if free <= 0:
             return None
-        head = await self.outbox.head(self.config.name, self.WINDOW + len(self._in_flight))
+        await self._refill()
         blocked = set(self._in_flight.values())
         next_due: float | None = None
-        for event in head:
+        for event in list(self._window.values()):
             if event.id in self._in_flight:
                 continue
             if event.alert_key in blocked:
@@ -313,6 +343,7 @@ class OutputSender:
                 self._stdout.write(event.body + "\n")
                 self._stdout.flush()
                 await self.outbox.delivered([event.id])
+                self._window.pop(event.id, None)
                 self.stats.sent += 1
                 self.stats.last_success = time.time()
                 return
@@ -326,7 +357,9 @@ class OutputSender:
             raise
         except Exception as exc:  # never let one event kill the worker; it stays queued
             log.exception("send_internal_error", output=self.config.name, event_id=event.id, error=str(exc))
-            await self.outbox.reschedule(event.id, event.attempts + 1, time.time() + 5.0, f"internal: {exc}")
+            event.attempts += 1
+            event.next_attempt = time.time() + 5.0
+            await self.outbox.reschedule(event.id, event.attempts, event.next_attempt, f"internal: {exc}")
         finally:
             self._in_flight.pop(event.id, None)
             self.stats.in_flight = len(self._in_flight)
@@ -360,6 +393,7 @@ class OutputSender:
         now = time.time()
         if outcome.ok:
             await self.outbox.delivered([event.id])
+            self._window.pop(event.id, None)
             self.stats.sent += 1
             self.stats.last_success = now
             self._failures = 0
@@ -376,6 +410,7 @@ class OutputSender:
         if not outcome.retryable:
             await self.outbox.dead_letter(event, status=outcome.status, error_code=outcome.code,
                                           message=outcome.message, request_id=outcome.request_id)
+            self._window.pop(event.id, None)
             self.stats.dead_lettered += 1
             log.error("event_rejected_dead_lettered", **fields)
             return
@@ -386,8 +421,10 @@ class OutputSender:
             delay = max(delay, outcome.retry_after)
         # The whole output waits: transport errors, 429 and 5xx are about the integration, not this event.
         self.stats.backoff_until = max(self.stats.backoff_until, now + delay)
-        await self.outbox.reschedule(event.id, event.attempts + 1, now + delay, self.stats.last_error)
-        log.warning("send_failed_will_retry", retry_in=round(delay, 3), attempt=event.attempts + 1, **fields)
+        event.attempts += 1
+        event.next_attempt = now + delay
+        await self.outbox.reschedule(event.id, event.attempts, event.next_attempt, self.stats.last_error)
+        log.warning("send_failed_will_retry", retry_in=round(delay, 3), attempt=event.attempts, **fields)
 
     async def drain(self, timeout: float) -> bool:
         """Keep sending until the queue is empty or ``timeout`` passes; what is left stays on disk."""
@@ -395,8 +432,9 @@ class OutputSender:
         while time.monotonic() < deadline:
             if self.outbox.stats.depth <= 0 and not self._in_flight:
                 return True
-            if not await self.outbox.head(self.config.name, 1) and not self._in_flight:
+            if not self._in_flight and not self._window and not self._maybe_more:
                 return True
+            self._wake.set()
             await asyncio.sleep(0.05)
         return False
 
