@@ -231,8 +231,12 @@ class Agent:
                 await self._commit(change)
                 runtime.batches += 1
             except Exception as exc:
-                # A bug in one batch must not stop the source; the batch's checkpoint was not committed.
-                log.exception("pipeline_batch_failed", source=name, path=batch.path, error=str(exc))
+                # A bug in one batch must not stop the source. Its checkpoint was not committed, so a restart
+                # re-reads it; until then its lines are skipped, and that is counted as a drop.
+                dropped = self.outbox.stats.dropped
+                dropped["pipeline_error_lines"] = dropped.get("pipeline_error_lines", 0) + len(batch.lines)
+                log.exception("pipeline_batch_failed", source=name, path=batch.path, lines=len(batch.lines),
+                              error=str(exc))
             finally:
                 runtime.queue.task_done()
 
