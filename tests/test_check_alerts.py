@@ -48,7 +48,7 @@ async def test_tcp_check_fires_once_reminds_never_and_recovers_across_restart(
     assert fired[0]["labels"]["team"] == "sre" and fired[0]["labels"]["host"]
     # a check that cannot run is itself an alert (unknown_status defaults to Warning)
     await fake.wait_until(lambda: any(e["labels"].get("check") == "no-such-binary" for e in fake.events), 10)
-    broken = [e for e in fake.events if e["labels"].get("check") == "no-such-binary"][0]
+    broken = next(e for e in fake.events if e["labels"].get("check") == "no-such-binary")
     assert broken["event_status"] == "Warning"
     # restart while firing: the open alert is restored, not re-sent, and still gets its Ok
     assert agent.stop() == 0
