@@ -68,8 +68,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
           f"{len(config.flashduty)} outputs)")
     for source in sources:
         info = RuleSet(source.rules).describe()
-        fallback = info.get("fallback") or info.get("fallback_patterns")
-        note = f", slow-path patterns: {fallback}" if fallback else ""
+        slow = sorted({str(f.get("pattern")) for f in info.get("fallback") or [] if isinstance(f, dict)})
+        note = f"; checked with Python re on every line (slower): {', '.join(slow)}" if slow else ""
         print(f"  source {source.name}: matcher {info.get('engine')}{note}")
     for output in config.flashduty:
         where = "dry run (events printed to stdout)" if output.dry_run() else REDACTOR.text(

@@ -7,6 +7,7 @@ lets one source's batch be evaluated in a worker thread while the loop keeps ser
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -126,6 +127,13 @@ class RuleConfig(BaseModel):
         return set(_compile(self.pattern()).groupindex)
 
 
+@functools.lru_cache(maxsize=64)
+def _matcher(patterns: tuple[str, ...]) -> MultiMatcher:
+    """Compiling a hyperscan database takes ~0.5 s; a reload or a second source with the same patterns
+    reuses it (scans are thread-safe: scratch space is per thread)."""
+    return MultiMatcher(patterns)
+
+
 @dataclass(slots=True)
 class Hit:
     """A line that fired or resolved a rule."""
@@ -151,7 +159,7 @@ class RuleSet:
                 patterns.append(rule.resolve.match)
                 self._pattern_owner.append((index, "resolve"))
         self._excludes = [_compile(r.exclude) if r.exclude else None for r in self.rules]
-        self.matcher = MultiMatcher(patterns) if patterns else None
+        self.matcher = _matcher(tuple(patterns)) if patterns else None
 
     def evaluate(self, lines: Sequence[str], data: bytes | None = None) -> list[Hit]:
         """Hits in line order. Runs in a worker thread: pure CPU, no shared mutable state."""
