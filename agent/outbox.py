@@ -86,7 +86,7 @@ class OutboxConfig(BaseModel):
     max_age: Duration = 24 * 3600.0
     on_full: Literal["drop_oldest", "block_sources"] = "drop_oldest"
     fsync: Literal["normal", "always"] = "normal"
-    flush_interval: Duration = 0.05  # longest a source batch waits to share a transaction
+    flush_interval: Duration = 0.0  # extra wait for more batches to share a transaction (0: group what is queued)
 
 
 @dataclass(slots=True)
