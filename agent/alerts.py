@@ -15,7 +15,7 @@ import collections
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol
 
 import structlog
@@ -91,8 +91,8 @@ class AlertState:
     window: list[float] = field(default_factory=list)  # match times while pending (threshold not reached)
 
     def to_json(self) -> str:
-        data = asdict(self)
-        data.pop("window")
+        # field by field: dataclasses.asdict deep-copies recursively and showed up in the hot path
+        data = {name: getattr(self, name) for name in _PERSISTED_FIELDS}
         return json.dumps(data, ensure_ascii=False)
 
     @classmethod
@@ -100,6 +100,9 @@ class AlertState:
         data = json.loads(text)
         allowed = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in allowed})
+
+
+_PERSISTED_FIELDS = [f.name for f in fields(AlertState) if f.name != "window"]
 
 
 def _iso(ts: float) -> str:

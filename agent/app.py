@@ -209,43 +209,73 @@ class Agent:
             delay = min(delay * 2, 60.0)
 
     async def _pipeline(self, runtime: SourceRuntime) -> None:
+        """Evaluate batches in order; a second stage commits them, so matching batch N+1 overlaps the
+        commit of batch N. ``runtime.queue.join()`` returns only once every batch is committed."""
         name = runtime.config.name
+        commits: asyncio.Queue[Commit] = asyncio.Queue(maxsize=QUEUE_BATCHES)
+        committer = asyncio.create_task(self._committer(runtime, commits), name=f"commit-{name}")
+        try:
+            while True:
+                batch = await runtime.queue.get()
+                try:
+                    change = await self._evaluate(name, runtime, batch)
+                except Exception as exc:
+                    # A bug in one batch must not stop the source. Its checkpoint is not committed, so a
+                    # restart re-reads it; until then its lines are skipped, and that is counted as a drop.
+                    dropped = self.outbox.stats.dropped
+                    dropped["pipeline_error_lines"] = dropped.get("pipeline_error_lines", 0) + len(batch.lines)
+                    log.exception("pipeline_batch_failed", source=name, path=batch.path, lines=len(batch.lines),
+                                  error=str(exc))
+                    runtime.queue.task_done()
+                    continue
+                await commits.put(change)
+        finally:
+            committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await committer
+
+    async def _evaluate(self, name: str, runtime: SourceRuntime, batch: Batch) -> Commit:
+        hits = []
+        if batch.lines and runtime.ruleset.matcher is not None:
+            hits = await asyncio.to_thread(runtime.ruleset.evaluate, batch.lines, batch.data)
+            if batch.fields:  # per-line source fields (journald unit, priority ...) feed templates
+                for hit in hits:
+                    hit.groups = {**batch.fields[hit.line_index], **hit.groups}
+        events = hit_events(self.engine, name, runtime.ruleset.rules, batch.path, hits, time.time()) if hits else []
+        upserts, removed = self.engine.take_changes()
+        change = Commit(events=events, alerts=upserts, forget_alerts=removed)
+        if batch.checkpoint is not None:
+            if batch.finished:
+                change.forget_checkpoints.append((name, batch.checkpoint.key))
+            else:
+                change.checkpoints.append((name, batch.checkpoint.key, batch.checkpoint.state))
+        return change
+
+    async def _committer(self, runtime: SourceRuntime, commits: asyncio.Queue[Commit]) -> None:
+        """Commit in order, everything queued at once in one transaction (group commit per source)."""
         while True:
-            batch = await runtime.queue.get()
+            items = [await commits.get()]
+            while not commits.empty():
+                items.append(commits.get_nowait())
             try:
-                hits = []
-                if batch.lines and runtime.ruleset.matcher is not None:
-                    hits = await asyncio.to_thread(runtime.ruleset.evaluate, batch.lines, batch.data)
-                    if batch.fields:  # per-line source fields (journald unit, priority ...) feed templates
-                        for hit in hits:
-                            hit.groups = {**batch.fields[hit.line_index], **hit.groups}
-                now = time.time()
-                events = hit_events(self.engine, name, runtime.ruleset.rules, batch.path, hits, now)
-                upserts, removed = self.engine.take_changes()
-                change = Commit(events=events, alerts=upserts, forget_alerts=removed)
-                if batch.checkpoint is not None:
-                    if batch.finished:
-                        change.forget_checkpoints.append((name, batch.checkpoint.key))
-                    else:
-                        change.checkpoints.append((name, batch.checkpoint.key, batch.checkpoint.state))
-                await self._commit(change)
-                runtime.batches += 1
-            except Exception as exc:
-                # A bug in one batch must not stop the source. Its checkpoint was not committed, so a restart
-                # re-reads it; until then its lines are skipped, and that is counted as a drop.
-                dropped = self.outbox.stats.dropped
-                dropped["pipeline_error_lines"] = dropped.get("pipeline_error_lines", 0) + len(batch.lines)
-                log.exception("pipeline_batch_failed", source=name, path=batch.path, lines=len(batch.lines),
-                              error=str(exc))
-            finally:
+                await self._commit_many(items)
+                runtime.batches += len(items)
+            except OutboxFull:
+                # shutting down while the outbox is full (block_sources): these checkpoints stay
+                # uncommitted, so the lines are read again after the restart
+                log.warning("batches_left_uncommitted_at_shutdown", source=runtime.config.name, batches=len(items))
+            for _ in items:
                 runtime.queue.task_done()
 
     async def _commit(self, change: Commit) -> None:
+        await self._commit_many([change])
+
+    async def _commit_many(self, changes: list[Commit]) -> None:
         """Commit, retrying forever on storage errors (disk full): the source waits, nothing is dropped."""
         delay = 0.5
         while True:
             try:
-                await self.outbox.commit(change)
+                await self.outbox.commit_many(changes)
                 return
             except OutboxFull:
                 raise

@@ -243,19 +243,31 @@ class Outbox:
         Raises sqlite3.OperationalError on disk full; the caller keeps its batch and retries, so nothing
         read is lost and sources pause by backpressure.
         """
-        if change.empty():
+        await self.commit_many([change])
+
+    async def commit_many(self, changes: list[Commit]) -> None:
+        """Apply several changes in order, in one transaction (all or none)."""
+        changes = [c for c in changes if not c.empty()]
+        if not changes:
             return
-        new_bytes = sum(len(encode_body(e.body)) for e in change.events)
+        new_bytes = sum(len(encode_body(e.body)) for c in changes for e in c.events)
         if new_bytes and self.config.on_full == "block_sources":
             while self.stats.bytes + new_bytes > self.config.max_bytes and self.stats.depth > 0:
                 if self._closed:
                     raise OutboxFull("outbox full while shutting down")
                 self._space.clear()
                 await self._space.wait()
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((change, future))
+        loop = asyncio.get_running_loop()
+        futures = []
+        for change in changes:
+            future: asyncio.Future[None] = loop.create_future()
+            self._pending.append((change, future))
+            futures.append(future)
         self._wake_flusher.set()
-        await future
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _flush_loop(self) -> None:
         while True:
