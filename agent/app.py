@@ -353,7 +353,7 @@ class Agent:
 
     # --- reload -------------------------------------------------------------------------------------
 
-    async def reload(self) -> bool:
+    async def reload(self, *, quiet_if_unchanged: bool = False) -> bool:
         """Validate-then-swap. An invalid file changes nothing but the reported error."""
         if not self.config_path:
             return False
@@ -367,7 +367,12 @@ class Agent:
                 self.metrics.reloads.labels("invalid").inc()
                 return False
             self.config_error = ""
+            for sender in self.senders.values():
+                sender.refresh_url()  # a rotated push_url_file counts even when the config text is the same
             if new == self.config:
+                if not quiet_if_unchanged:
+                    self.metrics.reloads.labels("unchanged").inc()
+                    log.info("config_unchanged")
                 return True
             self.notifier.reloading()
             try:
@@ -434,8 +439,14 @@ class Agent:
         loop = asyncio.get_running_loop()
         changed = asyncio.Event()
 
+        # Only writes matter: watchdog 7 also reports opens and read-only closes, and reacting to those
+        # would make every reader of the file (and each reload's own read) trigger another reload.
+        write_events = {"modified", "created", "moved", "deleted", "closed"}
+
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
+                if event.event_type not in write_events:
+                    return
                 paths = {str(event.src_path), str(getattr(event, "dest_path", "") or "")}
                 if str(target) in paths or target.name in {os.path.basename(p) for p in paths}:
                     loop.call_soon_threadsafe(changed.set)
@@ -446,17 +457,20 @@ class Agent:
             observer.start()
         except OSError as exc:
             log.warning("config_watch_unavailable_using_mtime", error=str(exc))
-        signature = _file_signature(target)
+        seen = _file_signature(target)
+        # The file may have changed between the first load and now (the watch is armed late): check once.
+        await self.reload(quiet_if_unchanged=True)
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), timeout=1.0)
-                now_sig = _file_signature(target)
-                if not changed.is_set() and now_sig == signature:
-                    continue
+                    async with asyncio.timeout(1.0):  # the timeout doubles as the mtime safety net
+                        await changed.wait()
                 changed.clear()
+                if _file_signature(target) == seen:
+                    continue
                 await asyncio.sleep(0.2)  # let an editor or config tool finish writing
-                signature = _file_signature(target)
+                changed.clear()
+                seen = _file_signature(target)
                 await self.reload()
         finally:
             observer.stop()
@@ -484,7 +498,7 @@ class Agent:
         total = 0
         for runtime in self.sources.values():
             files = runtime.source.status().get("files", [])
-            total += sum(1 for f in files if f.get("open", True)) if isinstance(files, list) else 0
+            total += sum(1 for f in files if f.get("state") in ("open", "draining")) if isinstance(files, list) else 0
         return total
 
     def readiness(self) -> tuple[bool, list[str]]:
@@ -541,6 +555,8 @@ class Agent:
             "bytes_read": per_source("bytes_read"),
             "lines_truncated": per_source("lines_truncated"),
             "invalid_bytes": per_source("bytes_replaced"),
+            "bytes_skipped": per_source("bytes_skipped"),
+            "bytes_lost": per_source("bytes_lost"),
             "matches": {tuple(k.split("/", 1)): float(v) for k, v in self.engine.stats.matches.items()},
             "events": {(k,): float(v) for k, v in self.engine.stats.events.items()},
             "dropped": {(k,): float(v) for k, v in self.outbox.stats.dropped.items()},

@@ -23,8 +23,13 @@ from agent.logsetup import REDACTOR, configure_logging
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 
-def _load(path: str) -> Config:
-    config = load_config(path)
+def _load(path: str) -> Config | None:
+    """The validated config, or None after printing every problem (file:line:col) to stderr."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(REDACTOR.text(str(exc)), file=sys.stderr)
+        return None
     REDACTOR.add(config.secrets())
     return config
 
@@ -35,10 +40,8 @@ def _load(path: str) -> Config:
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.app import Agent, install_signal_handlers
 
-    try:
-        config = _load(args.config)
-    except ConfigError as exc:
-        print(REDACTOR.text(str(exc)), file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return EXIT_CONFIG
     dry_run = all(o.dry_run() for o in config.flashduty)
     # In dry run stdout carries the event bodies (pipe them to jq); logs move to stderr.
@@ -55,10 +58,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    try:
-        config = _load(args.config)
-    except ConfigError as exc:
-        print(REDACTOR.text(str(exc)), file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return EXIT_CONFIG
     from agent.rules import RuleSet
 
@@ -157,10 +158,8 @@ def replay(config: Config, lines: Iterable[str], *, source_name: str | None, rul
 
 
 def cmd_test_rule(args: argparse.Namespace) -> int:
-    try:
-        config = _load(args.config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return EXIT_CONFIG
     names = {(s.name, r.name) for s in [*config.logs, *config.journal] for r in s.rules}
     if args.rule and args.rule not in {r for _, r in names}:
@@ -207,10 +206,8 @@ def print_event_table(events: Sequence[tuple[float, dict[str, Any]]], out: TextI
 def cmd_dead_letters(args: argparse.Namespace) -> int:
     from agent.outbox import Outbox
 
-    try:
-        config = _load(args.config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return EXIT_CONFIG
 
     async def main() -> int:
@@ -221,15 +218,15 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
                 rows = await outbox.dead_letters()
                 if args.json:
                     for row in rows:
-                        print(json.dumps(row, ensure_ascii=False, default=str))
+                        print(REDACTOR.text(json.dumps(row, ensure_ascii=False, default=str)))
                 elif not rows:
                     print("no dead letters")
                 for row in rows if not args.json else []:
                     body = json.loads(row["body"])
-                    print(f"#{row['id']}  {_fmt_time(row['failed_at'])}  output={row['output']}  "
+                    print(REDACTOR.text(f"#{row['id']}  {_fmt_time(row['failed_at'])}  output={row['output']}  "
                           f"HTTP {row['status']} {row['error_code']}: {row['message']}  "
                           f"request_id={row['request_id'] or '-'}\n     {body.get('event_status')} "
-                          f"{body.get('alert_key')}  {body.get('title_rule', '')[:80]}")
+                          f"{body.get('alert_key')}  {body.get('title_rule', '')[:80]}"))
                 return EXIT_OK
             ids = None if args.all else args.ids
             if ids is not None and not ids:
@@ -255,10 +252,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     url = args.url
     token = None
     if url is None:
-        try:
-            config = _load(args.config)
-        except ConfigError as exc:
-            print(str(exc), file=sys.stderr)
+        config = _load(args.config)
+        if config is None:
             return EXIT_CONFIG
         from agent.health import split_listen
 
@@ -303,9 +298,13 @@ def render_status(data: dict[str, Any]) -> str:
         lines.append(f"source {name} ({src.get('kind')}): {len(files)} files, matcher "
                      f"{(src.get('matcher') or {}).get('engine')}")
         for f in files[:20]:
-            err = f" ERROR {f['error']}" if f.get("error") else ""
-            lines.append(f"  {f.get('path')}  offset {f.get('offset')}  lag {f.get('lag', 0)}{err}")
-        if src.get("error"):
+            err = f" ERROR {f['last_error']}" if f.get("last_error") else ""
+            lines.append(f"  {f.get('path')}  {f.get('state', '')}  offset {f.get('offset')}  "
+                         f"lag {f.get('lag_bytes', 0)} bytes{err}")
+        errors = src.get("errors")
+        for problem in errors if isinstance(errors, list) else []:
+            lines.append(f"  ERROR {problem.get('path')}: {problem.get('error')}")
+        if isinstance(src.get("error"), str):
             lines.append(f"  ERROR {src['error']}")
     alerts = data.get("alerts", [])
     lines.append(f"open alerts: {len(alerts)}")
@@ -323,10 +322,8 @@ def cmd_send_test(args: argparse.Namespace) -> int:
     from agent.events import Event, stable_alert_key
     from agent.sender import send_once
 
-    try:
-        config = _load(args.config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return EXIT_CONFIG
 
     async def main() -> int:

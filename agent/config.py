@@ -176,7 +176,9 @@ def parse_yaml(text: str, file: str) -> tuple[Any, _Document]:
     finally:
         loader.dispose()
     if root is None:
-        return {}, doc
+        # An empty file is almost always a config tool caught mid-write (or a truncation), never an
+        # intent to stop monitoring: refuse it, so a reload keeps the running config.
+        raise ConfigError([ConfigProblem(file, 1, 1, "", "the config file is empty")])
     return _build(root, (), doc, loader), doc
 
 

@@ -161,7 +161,8 @@ class JournalSource:
         while True:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                raw = await asyncio.wait_for(stdout.readline(), timeout)
+                async with asyncio.timeout(timeout):
+                    raw = await stdout.readline()
             except TimeoutError:
                 raw = None
             except ValueError:  # a single entry over the stream limit: skip it, count it

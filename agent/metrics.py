@@ -28,6 +28,8 @@ class Metrics:
                                      ["output", "kind"], registry=self.registry)
         self.reloads = Counter("dutytail_config_reloads_total", "Config reload attempts by result.", ["result"],
                                registry=self.registry)
+        for result in ("applied", "unchanged", "invalid"):
+            self.reloads.labels(result)
 
     def attach(self, snapshot: Callable[[], dict[str, Any]]) -> None:
         """Register the collector that reads the agent's stats (``Agent.metrics_snapshot``) at scrape time."""
@@ -48,6 +50,10 @@ class _SnapshotCollector(Collector):
             ("dutytail_bytes_read", "Bytes read by source.", ["source"], snap["bytes_read"]),
             ("dutytail_lines_truncated", "Over-long lines truncated by source.", ["source"], snap["lines_truncated"]),
             ("dutytail_invalid_bytes", "Undecodable bytes replaced by source.", ["source"], snap["invalid_bytes"]),
+            ("dutytail_bytes_skipped", "Bytes of over-long lines skipped (beyond max_line_bytes).", ["source"],
+             snap["bytes_skipped"]),
+            ("dutytail_bytes_lost", "Log bytes that could not be read (e.g. rotated away and compressed while "
+             "stopped, truncated without a copy).", ["source"], snap["bytes_lost"]),
             ("dutytail_rule_matches", "Lines that matched a rule.", ["source", "rule"], snap["matches"]),
             ("dutytail_events_queued", "Events committed to the outbox, by status.", ["status"], snap["events"]),
             ("dutytail_events_dropped", "Events the agent dropped, by reason.", ["reason"], snap["dropped"]),

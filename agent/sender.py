@@ -232,6 +232,8 @@ class OutputSender:
         self._window: dict[int, PendingEvent] = {}
         self._fetched_upto = 0  # highest event id loaded into the window
         self._maybe_more = True  # the store may hold rows beyond the window
+        if metrics is not None:  # so increase() sees the first event: series exist from the start at 0
+            metrics.events_sent.labels(config.name)
         outbox.on_new_events(self._on_new_events)
         outbox.on_rows_removed(self._forget_window)
 
@@ -260,6 +262,19 @@ class OutputSender:
     @property
     def dry_run(self) -> bool:
         return not self._url
+
+    def refresh_url(self) -> None:
+        """Re-read the push URL (a rotated ``push_url_file`` takes effect on reload/SIGHUP)."""
+        if self.config.dry_run():
+            return
+        try:
+            url = self.config.resolved_url()
+        except OSError as exc:
+            log.error("push_url_file_unreadable_keeping_previous", output=self.config.name, error=str(exc))
+            return
+        if url and url != self._url:
+            self._url = url
+            log.info("push_url_reloaded", output=self.config.name)
 
     def wake(self) -> None:
         self._wake.set()
@@ -307,8 +322,10 @@ class OutputSender:
                 self._wake.set()
 
     async def _sleep_or_wake(self, seconds: float) -> None:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands with the wake-up
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     async def _dispatch(self, now: float) -> float | None:
         """Start sends for every head-of-key event that is due; return when the next retry falls due."""

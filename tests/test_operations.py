@@ -214,9 +214,6 @@ async def test_invalid_edit_keeps_old_config_and_reports_where(tmp_path: Path, f
     assert agent.proc is not None and agent.proc.poll() is None
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an edit made after the config was loaded but before the config "
-                   "watch is armed (it is armed only after READY=1) is never applied: the watcher takes the "
-                   "already-edited file as its baseline")
 async def test_edit_during_startup_is_applied(tmp_path: Path, fake: FakeFlashduty, agent_process: Any) -> None:
     _, app = _logs_dir(tmp_path)
     # Widen the startup window deterministically: the agent's first commit waits while another process
@@ -289,9 +286,6 @@ async def test_half_written_file_never_stops_the_agent_and_final_version_applies
     assert agent.proc is not None and agent.proc.poll() is None
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a config file truncated to zero bytes (the first step of every "
-                   "in-place rewrite) is accepted as a valid, empty config: all sources stop, open alerts are "
-                   "resolved into a dry-run output and never reach Flashduty")
 async def test_config_truncated_to_empty_changes_nothing(tmp_path: Path, fake: FakeFlashduty,
                                                          agent_process: Any) -> None:
     _, app = _logs_dir(tmp_path)
@@ -396,10 +390,6 @@ async def test_sighup_reloads_what_the_watcher_cannot_see(tmp_path: Path, fake: 
     assert agent.proc.poll() is None
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the config watcher takes read-only access to config.yaml (inotify "
-                   "IN_OPEN/IN_CLOSE_NOWRITE, delivered by watchdog as opened/closed_no_write events) for a change, "
-                   "and the reload's own read re-triggers it: after one `dutytail status -c` or any reload the agent "
-                   "re-reads and re-validates its config every ~0.2 s, forever")
 async def test_reading_the_config_does_not_make_the_agent_reread_it(tmp_path: Path, fake: FakeFlashduty,
                                                                     agent_process: Any) -> None:
     _logs_dir(tmp_path)
@@ -579,7 +569,7 @@ async def test_status_and_send_test_commands(tmp_path: Path, fake: FakeFlashduty
     assert "outbox: 0 queued, oldest 0s, 0 dead letters" in shown.stdout
     assert any(line.startswith("output default: sent 1, failed 0, last success ") for line in lines), lines
     assert any(line.startswith("source app (Tailer): 1 files, matcher ") for line in lines), lines
-    assert f"  {app}  offset {app.stat().st_size}  lag 0" in lines
+    assert f"  {app}  open  offset {app.stat().st_size}  lag 0 bytes" in lines
     assert "open alerts: 1" in lines
     assert f"  Critical app/db-timeout  count 1  key {event['alert_key']}" in lines
     assert "integration_key" not in shown.stdout
@@ -603,9 +593,6 @@ async def test_status_and_send_test_commands(tmp_path: Path, fake: FakeFlashduty
     assert "integration_key=" not in rejected
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `dutytail status` never shows tailing errors: render_status reads "
-                   "src['error'] and f['error'] (and f['lag']), but Tailer.status() reports 'errors', "
-                   "'last_error' (and 'lag_bytes')")
 async def test_status_command_shows_tailing_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A rendering bug: an in-process agent's /status document is enough (and quick).
     logs, _ = _logs_dir(tmp_path)
@@ -662,8 +649,6 @@ async def test_integration_key_never_appears_in_any_output(tmp_path: Path, agent
     assert leaks == [], f"the integration key appears in: {leaks}"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `dutytail dead-letters list` prints the stored error message "
-                   "unredacted: a key echoed by the server (or a proxy error page) leaks to the terminal")
 async def test_key_echoed_by_the_server_is_redacted_in_dead_letters_list(tmp_path: Path) -> None:
     async with FakeFlashduty(integration_key=SECRET, per_second=None, per_minute=None) as fake:
         fake.fail_next(1, 400, "InvalidParameter", message=f"integration_key {SECRET} is not a valid one")
@@ -718,8 +703,6 @@ async def test_push_url_file_delivers_and_world_readable_file_warns(tmp_path: Pa
     assert fake.integration_key not in agent.logs()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a rotated key in push_url_file is not picked up by SIGHUP: the "
-                   "config compares equal, reload() returns before the sender re-reads the file")
 async def test_rotated_push_url_file_is_used_after_sighup(tmp_path: Path, fake: FakeFlashduty,
                                                           agent_process: Any) -> None:
     _, app = _logs_dir(tmp_path)
@@ -744,10 +727,6 @@ async def test_rotated_push_url_file_is_used_after_sighup(tmp_path: Path, fake: 
 # --- stopping --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: OutputSender.run() swallows a cancel that arrives in the same loop "
-                   "iteration as a wake-up (asyncio.wait_for in _sleep_or_wake returns the inner result instead of "
-                   "raising CancelledError on Python 3.11): _stop_sender() on SIGTERM or on a reload that changes "
-                   "an output then waits forever")
 async def test_sender_task_stops_when_cancelled_during_a_wake_up(tmp_path: Path) -> None:
     # Found as a rare hang of this file's dead-letter setup; made deterministic here. In the agent the wake-up
     # is a commit (outbox.on_new_events) or a delivery finishing while Agent._stop_sender() cancels the task.
