@@ -34,8 +34,8 @@ import contextlib
 import json
 import re
 import signal
-import sys
 import ssl
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -529,7 +529,7 @@ class FakeFlashduty:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), min(remaining, 0.1))
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         """Wait until ``predicate()`` is true; raise AssertionError with :meth:`describe` on timeout.
 
         The predicate is re-evaluated whenever a request arrives or completes, and at least every
@@ -539,7 +539,7 @@ class FakeFlashduty:
             name = getattr(predicate, "__qualname__", repr(predicate))
             raise AssertionError(f"condition {name} not met within {timeout:g}s\n{self.describe()}")
 
-    async def wait_for_events(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:  # noqa: ASYNC109
+    async def wait_for_events(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Wait until at least ``n`` events were accepted; return a copy of all accepted events.
 
         Raises AssertionError with a summary of requests, faults and violations on timeout.

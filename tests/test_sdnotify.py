@@ -132,7 +132,7 @@ async def test_watchdog_loop_stops_when_event_loop_is_blocked(
         while not receiver.pending():
             assert time.monotonic() < deadline, "no first watchdog ping within 5 s"
             await asyncio.sleep(0.01)
-        time.sleep(0.2)  # noqa: ASYNC251 - deliberately blocks the loop, as a stuck stage would
+        time.sleep(0.2)
         assert receiver.pending() == []
     finally:
         task.cancel()
