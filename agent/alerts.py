@@ -102,7 +102,8 @@ class AlertState:
         return cls(**{k: v for k, v in data.items() if k in allowed})
 
 
-_PERSISTED_FIELDS = [f.name for f in fields(AlertState) if f.name != "window"]
+# samples only feed the description when the alert fires, which has happened by the time it is persisted
+_PERSISTED_FIELDS = [f.name for f in fields(AlertState) if f.name not in ("window", "samples")]
 
 
 def _iso(ts: float) -> str:
@@ -184,7 +185,8 @@ class AlertEngine:
                                max_samples=rule.samples, resolve_after=resolve_after,
                                repeat_interval=rule.repeat_interval)
             self.states[key] = state
-        state.fields = {**{k: str(v) for k, v in groups.items()}, "line": line, "path": path}
+        # bounded: a 64 KiB line must not make every persisted alert state 64 KiB
+        state.fields = {**{k: str(v)[:1000] for k, v in groups.items()}, "line": line[:2000], "path": path}
         state.last_seen = now
         if rule.samples:
             state.samples.append(line[:500])

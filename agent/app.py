@@ -80,6 +80,7 @@ class Agent:
         self._commit_lock = asyncio.Lock()
         self._reload_lock = asyncio.Lock()
         self._stop: asyncio.Event | None = None
+        self._stopping = asyncio.Event()  # set when shutdown begins: failing commits stop retrying
         self.check_runs: dict[tuple[str, str], int] = {}
         REDACTOR.add(config.secrets())
 
@@ -126,6 +127,7 @@ class Agent:
     async def shutdown(self) -> None:
         """Stop sources, commit what they read, flush what can be sent in time, keep the rest on disk."""
         self.notifier.stopping()
+        self._stopping.set()
         self.ready = False
         log.info("agent_stopping")
         for name in list(self.sources):
@@ -153,9 +155,14 @@ class Agent:
 
     async def _start_source(self, cfg: LogSourceConfig | JournalSourceConfig) -> None:
         stored = await self.outbox.checkpoints(cfg.name)
-        is_first_start = SEEN_MARKER not in stored
+        # After a corrupt store was moved aside the agent has run before: `start_at: end` must not skip
+        # what was written meanwhile, so read from the beginning (re-sending beats silently skipping).
+        is_first_start = SEEN_MARKER not in stored and not self.outbox.stats.store_reset
+        if self.outbox.stats.store_reset and SEEN_MARKER not in stored:
+            log.warning("store_reset_reading_sources_from_beginning", source=cfg.name,
+                        note="offsets were lost with the corrupt store; already-sent events may be sent again")
         checkpoints = {k: Checkpoint(k, v) for k, v in stored.items() if k != SEEN_MARKER}
-        if is_first_start:
+        if SEEN_MARKER not in stored:
             await self._commit(Commit(checkpoints=[(cfg.name, SEEN_MARKER, "{}")]))
         queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=QUEUE_BATCHES)
         source: Any
@@ -280,8 +287,14 @@ class Agent:
             except OutboxFull:
                 raise
             except sqlite3.Error as exc:
+                if self._stopping.is_set():
+                    # Shutting down and the store cannot write (disk full): leave the checkpoints
+                    # uncommitted, so these lines are read again after the restart, and stop in time.
+                    raise OutboxFull(f"cannot commit while shutting down: {exc}") from exc
                 log.warning("commit_failed_retrying", error=str(exc), retry_in=delay)
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._stopping.wait()
                 delay = min(delay * 2, 30.0)
 
     # --- checks ---------------------------------------------------------------------------------------

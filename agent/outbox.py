@@ -195,6 +195,10 @@ class Outbox:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={'FULL' if self.config.fsync == 'always' else 'NORMAL'}")
         db.execute("PRAGMA busy_timeout=5000")
+        # Keep the WAL small (checkpoint every 128 pages, truncate it to 512 KiB): on a nearly full state
+        # disk the default 4 MiB WAL alone could fill it.
+        db.execute("PRAGMA wal_autocheckpoint=128")
+        db.execute("PRAGMA journal_size_limit=524288")
         ok = db.execute("PRAGMA quick_check").fetchone()[0]
         if ok != "ok":
             db.close()
@@ -284,11 +288,11 @@ class Outbox:
         try:
             added, dropped = await self._call(self._apply_sync, [c for c, _ in batch])
         except sqlite3.Error as exc:
-            disk_full = isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
-            if disk_full and not self.stats.disk_full:
-                log.error("outbox_disk_full", error=str(exc), path=str(self.path))
-            self.stats.disk_full = disk_full
-            self.stats.last_error = str(exc)
+            self._note_write_error(exc)
+            if self.stats.disk_full:
+                # give back the WAL's space: a checkpoint that truncates it may be all the room there is
+                with contextlib.suppress(sqlite3.Error):
+                    await self._call(lambda: self._require_db().execute("PRAGMA wal_checkpoint(TRUNCATE)"))
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(exc)
@@ -369,6 +373,25 @@ class Outbox:
         db.executemany("DELETE FROM events WHERE id=?", victims)
         return dropped
 
+    def _note_write_error(self, exc: sqlite3.Error) -> None:
+        disk_full = isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
+        if disk_full and not self.stats.disk_full:
+            log.error("outbox_disk_full", error=str(exc), path=str(self.path))
+        self.stats.disk_full = disk_full
+        self.stats.last_error = str(exc)
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a write on the store thread; a failure is recorded (disk_full shows in health) and re-raised."""
+        try:
+            result = await self._call(fn, *args)
+        except sqlite3.Error as exc:
+            self._note_write_error(exc)
+            raise
+        if self.stats.disk_full:
+            log.info("outbox_disk_space_recovered", path=str(self.path))
+            self.stats.disk_full = False
+        return result
+
     def _count_drop(self, reason: str, count: int) -> None:
         for listener in self._removal_listeners:
             listener()
@@ -422,7 +445,7 @@ class Outbox:
             if self.stats.depth <= 0:
                 self._oldest_created = None
 
-        await self._call(_delete)
+        await self._write(_delete)
         self._space.set()
 
     async def reschedule(self, event_id: int, attempts: int, next_attempt: float, error: str) -> None:
@@ -433,7 +456,7 @@ class Outbox:
                 (attempts, next_attempt, error[:500], event_id),
             )
 
-        await self._call(_update)
+        await self._write(_update)
 
     async def dead_letter(self, event: PendingEvent, *, status: int | None, error_code: str, message: str,
                           request_id: str) -> None:
@@ -454,7 +477,7 @@ class Outbox:
             self.stats.bytes -= len(event.body)
             self.stats.dead_letters += 1
 
-        await self._call(_move)
+        await self._write(_move)
         self._space.set()
 
     async def expire(self, now: float | None = None) -> int:

@@ -15,6 +15,7 @@ import contextlib
 import email.utils
 import json
 import random
+import sqlite3
 import ssl
 import sys
 import time
@@ -283,12 +284,22 @@ class OutputSender:
             self._ack_task = asyncio.create_task(self._flush_acks(), name=f"acks-{self.config.name}")
 
     async def _flush_acks(self) -> None:
+        delay = 1.0
         while self._acked:
             ids, self._acked = self._acked, []
             try:
                 await self.outbox.delivered(ids)
-            finally:
-                self._acked_pending.difference_update(ids)
+            except sqlite3.Error as exc:
+                # The store cannot record deliveries (disk full). Keep them pending — never re-send what
+                # Flashduty accepted — and retry; the outbox reports disk_full meanwhile.
+                self._acked = ids + self._acked
+                log.warning("delivery_not_recorded_retrying", output=self.config.name, events=len(ids),
+                            error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            self._acked_pending.difference_update(ids)
+            delay = 1.0
 
     async def _refill(self) -> None:
         if not self._maybe_more or len(self._window) >= self.WINDOW:
@@ -426,7 +437,8 @@ class OutputSender:
             log.exception("send_internal_error", output=self.config.name, event_id=event.id, error=str(exc))
             event.attempts += 1
             event.next_attempt = time.time() + 5.0
-            await self.outbox.reschedule(event.id, event.attempts, event.next_attempt, f"internal: {exc}")
+            with contextlib.suppress(sqlite3.Error):
+                await self.outbox.reschedule(event.id, event.attempts, event.next_attempt, f"internal: {exc}")
         finally:
             self._in_flight.pop(event.id, None)
             self.stats.in_flight = len(self._in_flight)
@@ -474,8 +486,14 @@ class OutputSender:
         fields = {"output": self.config.name, "alert_key": event.alert_key, "status": outcome.status,
                   "code": outcome.code, "message": outcome.message, "request_id": outcome.request_id}
         if not outcome.retryable:
-            await self.outbox.dead_letter(event, status=outcome.status, error_code=outcome.code,
-                                          message=outcome.message, request_id=outcome.request_id)
+            try:
+                await self.outbox.dead_letter(event, status=outcome.status, error_code=outcome.code,
+                                              message=outcome.message, request_id=outcome.request_id)
+            except sqlite3.Error as exc:
+                event.next_attempt = now + 30.0  # cannot move it aside now (disk full): try again later
+                log.error("dead_letter_not_recorded", output=self.config.name, alert_key=event.alert_key,
+                          error=str(exc))
+                return
             self._window.pop(event.id, None)
             self.stats.dead_lettered += 1
             log.error("event_rejected_dead_lettered", **fields)
@@ -489,7 +507,8 @@ class OutputSender:
         self.stats.backoff_until = max(self.stats.backoff_until, now + delay)
         event.attempts += 1
         event.next_attempt = now + delay
-        await self.outbox.reschedule(event.id, event.attempts, event.next_attempt, self.stats.last_error)
+        with contextlib.suppress(sqlite3.Error):  # the in-memory schedule holds; the store catches up later
+            await self.outbox.reschedule(event.id, event.attempts, event.next_attempt, self.stats.last_error)
         log.warning("send_failed_will_retry", retry_in=round(delay, 3), attempt=event.attempts, **fields)
 
     async def drain(self, timeout: float) -> bool:
