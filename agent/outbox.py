@@ -430,6 +430,14 @@ class Outbox:
 
         return await self._call(_read)
 
+    async def has_pending(self, output: str, alert_key: str) -> bool:
+        def _read() -> bool:
+            row = self._require_db().execute(
+                "SELECT 1 FROM events WHERE output=? AND alert_key=? LIMIT 1", (output, alert_key)).fetchone()
+            return row is not None
+
+        return await self._call(_read)
+
     async def delivered(self, event_ids: Iterable[int]) -> None:
         ids = [(i,) for i in event_ids]
 

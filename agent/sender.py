@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent import __version__
 from agent.logsetup import REDACTOR
-from agent.outbox import Outbox, PendingEvent
+from agent.outbox import Commit, Outbox, PendingEvent, QueuedEvent
 from agent.units import Duration
 
 log = structlog.get_logger(__name__)
@@ -171,6 +171,7 @@ class SendOutcome:
     request_id: str = ""
     retry_after: float | None = None
     alert_key: str = ""
+    maybe_delivered: bool = False  # the request may have reached the server although we saw no answer
 
 
 def classify(status: int, body: Any, headers: Any) -> SendOutcome:
@@ -260,6 +261,12 @@ class OutputSender:
         self._acked: list[int] = []
         self._acked_pending: set[int] = set()
         self._ack_task: asyncio.Task[None] | None = None
+        # Keys with an attempt that timed out or was cut off after sending: the server may still process it
+        # later, after newer events of the key. Once the key is quiet and that attempt could have landed,
+        # the key's latest delivered event is queued again (identical events are discarded server-side).
+        self._uncertain_until: dict[str, float] = {}
+        self._latest_body: dict[str, str] = {}
+        self._reasserts: dict[str, asyncio.Task[None]] = {}
         if metrics is not None:  # so increase() sees the first event: series exist from the start at 0
             metrics.events_sent.labels(config.name)
         outbox.on_new_events(self._on_new_events)
@@ -354,6 +361,8 @@ class OutputSender:
         return self._session
 
     async def close(self) -> None:
+        for task in self._reasserts.values():
+            task.cancel()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -461,7 +470,8 @@ class OutputSender:
                     body = None
                 outcome = classify(response.status, body, response.headers)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            outcome = SendOutcome(False, True, None, "TransportError", REDACTOR.text(f"{type(exc).__name__}: {exc}"))
+            outcome = SendOutcome(False, True, None, "TransportError", REDACTOR.text(f"{type(exc).__name__}: {exc}"),
+                                  maybe_delivered=not isinstance(exc, aiohttp.ClientConnectorError))
         elapsed = time.monotonic() - started
         self.stats.latencies.append(elapsed)
         if self.metrics is not None:
@@ -472,6 +482,11 @@ class OutputSender:
         now = time.time()
         if outcome.ok:
             self._ack(event.id)
+            if event.alert_key in self._uncertain_until:
+                self._latest_body[event.alert_key] = event.body
+                task = self._reasserts.get(event.alert_key)
+                if task is None or task.done():
+                    self._reasserts[event.alert_key] = asyncio.create_task(self._reassert(event.alert_key))
             self.stats.sent += 1
             self.stats.last_success = now
             self._failures = 0
@@ -500,6 +515,9 @@ class OutputSender:
             return
         self.stats.retried += 1
         self._failures += 1
+        if outcome.maybe_delivered:
+            settle = now + 2 * self.config.timeout + 5.0
+            self._uncertain_until[event.alert_key] = max(settle, self._uncertain_until.get(event.alert_key, 0.0))
         delay = backoff_delay(self._failures - 1, self.config.retry_initial, self.config.retry_max)
         if outcome.retry_after is not None:
             delay = max(delay, outcome.retry_after)
@@ -510,6 +528,24 @@ class OutputSender:
         with contextlib.suppress(sqlite3.Error):  # the in-memory schedule holds; the store catches up later
             await self.outbox.reschedule(event.id, event.attempts, event.next_attempt, self.stats.last_error)
         log.warning("send_failed_will_retry", retry_in=round(delay, 3), attempt=event.attempts, **fields)
+
+    async def _reassert(self, key: str) -> None:
+        """Queue the key's latest delivered event again once an abandoned attempt can no longer overtake it."""
+        while True:
+            wait = self._uncertain_until.get(key, 0.0) - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            busy = key in self._in_flight.values() or any(e.alert_key == key for e in self._window.values())
+            if busy or await self.outbox.has_pending(self.config.name, key):
+                await asyncio.sleep(1.0)
+                continue
+            body = self._latest_body.pop(key, None)
+            self._uncertain_until.pop(key, None)
+            if body is not None:
+                await self.outbox.commit(Commit(events=[QueuedEvent(self.config.name, key, json.loads(body))]))
+                log.info("event_resent_after_uncertain_delivery", output=self.config.name, alert_key=key)
+            return
 
     async def drain(self, timeout: float) -> bool:
         """Keep sending until the queue is empty or ``timeout`` passes; what is left stays on disk."""
