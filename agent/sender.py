@@ -306,6 +306,7 @@ class OutputSender:
                 delay = min(delay * 2, 30.0)
                 continue
             self._acked_pending.difference_update(ids)
+            self._wake.set()  # slots freed
             delay = 1.0
 
     async def _refill(self) -> None:
@@ -400,7 +401,9 @@ class OutputSender:
 
     async def _dispatch(self, now: float) -> float | None:
         """Start sends for every head-of-key event that is due; return when the next retry falls due."""
-        free = self.config.concurrency - len(self._in_flight)
+        # Accepted-but-unrecorded deliveries count as in flight: after a crash those are re-sent, and the
+        # README promises no more re-sends than the in-flight window.
+        free = self.config.concurrency - len(self._in_flight) - len(self._acked_pending)
         if free <= 0:
             return None
         await self._refill()

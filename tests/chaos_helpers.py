@@ -194,6 +194,7 @@ class BugStillPresent(AssertionError):
     """Raised only by the final check of a test that reproduces a known agent bug (``xfail(raises=...)``),
     so the same test failing for another reason (a setup timeout) is reported as a real failure."""
 
+
 TABLE_HEADER = ("| scenario | sent | delivered (distinct) | lost | duplicated | drain s | notes |\n"
                 "|---|---:|---:|---:|---:|---:|---|")
 
