@@ -234,6 +234,7 @@ class OutputSender:
     """Delivers one output's queue. ``run()`` until cancelled; ``drain(timeout)`` for graceful shutdown."""
 
     WINDOW = 256  # how far past blocked keys the sender looks for sendable events
+    UNRECORDED_WHILE_DISK_FULL = 1000
 
     def __init__(self, config: OutputConfig, outbox: Outbox, *, stdout: TextIO | None = None,
                  metrics: Any = None) -> None:
@@ -402,8 +403,12 @@ class OutputSender:
     async def _dispatch(self, now: float) -> float | None:
         """Start sends for every head-of-key event that is due; return when the next retry falls due."""
         # Accepted-but-unrecorded deliveries count as in flight: after a crash those are re-sent, and the
-        # README promises no more re-sends than the in-flight window.
-        free = self.config.concurrency - len(self._in_flight) - len(self._acked_pending)
+        # README promises no more re-sends than the in-flight window. While the disk is full they cannot be
+        # recorded at all; alerts matter most then, so up to UNRECORDED_WHILE_DISK_FULL may pile up.
+        unrecorded = len(self._acked_pending)
+        if self.outbox.stats.disk_full:
+            unrecorded = max(0, unrecorded - self.UNRECORDED_WHILE_DISK_FULL)
+        free = self.config.concurrency - len(self._in_flight) - unrecorded
         if free <= 0:
             return None
         await self._refill()
