@@ -1,7 +1,7 @@
 """A fake Flashduty "Standard Alert" push endpoint for tests and benchmarks.
 
 `FakeFlashduty` is a real HTTP server (aiohttp.web) bound to 127.0.0.1 that runs inside the caller's event
-loop and speaks the push protocol described in ``/work/shared/flashduty-standard-alert.md``:
+loop and speaks the push protocol described in ``../shared/flashduty-standard-alert.md`` (beside the repository):
 
 * ``POST /event/push/alert/standard?integration_key=KEY`` with ``Content-Type: application/json``;
 * success ``200 {"request_id": ..., "data": {"alert_key": ...}}``, errors

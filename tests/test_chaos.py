@@ -206,11 +206,17 @@ async def test_resets_and_slow_responses_beyond_timeout_are_retried(tmp_path: Pa
     drain = time.monotonic() - started_at
     resets = sum(1 for r in fake.requests if "reset" in (r.fault or ""))
     late = sum(1 for r in fake.requests if r.client_disconnected and r.accepted)
+    # an attempt cut off or timed out after sending is uncertain: once it can no longer overtake newer
+    # events (2 x timeout + 5 s) the agent re-sends the key's latest event, one copy per uncertain key
     result = tally("3. resets + responses slower than timeout (500ms)", ids, fake, drain,
                    f"{resets} resets, {stalls} stalls x {concurrency}, {late} late-accepted after client timeout")
+    reasserted = agent.logs().count('"event_resent_after_uncertain_delivery"')  # read after the count above
+    result.notes += f", {reasserted} re-sent after uncertain attempts so far"
     assert result.lost == 0, result
-    assert result.duplicated <= stalls * concurrency, result
-    assert result.duplicated == late  # every duplicate is a request the server finished after the agent gave up
+    # every duplicate is a request the server finished after the agent gave up, or a deliberate re-send
+    assert late <= result.duplicated <= late + reasserted, result
+    assert late <= stalls * concurrency
+    assert reasserted <= resets + stalls * concurrency
     out = status(agent)["outputs"]["default"]
     assert out["failed"] >= resets
     assert fake.violations == []

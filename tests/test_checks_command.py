@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import stat
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from agent.checks import CheckConfig, run_check_once
 from agent.checks.command import OUTPUT_CAP, run_command
+from tests.checks_helpers import alive, script, wait_until
 
 PLUGINS = Path("/usr/lib/nagios/plugins")
 
@@ -32,33 +31,7 @@ def check(command: list[str] | str, **extra: object) -> CheckConfig:
     )
 
 
-def script(tmp_path: Path, name: str, body: str, *, executable: bool = True) -> str:
-    path = tmp_path / name
-    path.write_text("#!/bin/sh\n" + body)
-    if executable:
-        path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    return str(path)
-
-
-def alive(pid: int) -> bool:
-    """os.kill(pid, 0), but a zombie counts as dead: in a container PID 1 may never reap orphans."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-async def wait_until(condition: Callable[[], bool], within: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+# script, alive and wait_until: tests/checks_helpers.py
 
 
 def read_pid(path: Path) -> int:
