@@ -354,7 +354,10 @@ class Agent:
             now = time.time()
             events = self.engine.tick(now)
             upserts, removed = self.engine.take_changes()
-            await self._commit(Commit(events=events, alerts=upserts, forget_alerts=removed))
+            try:
+                await self._commit(Commit(events=events, alerts=upserts, forget_alerts=removed))
+            except OutboxFull:
+                return  # shutting down with a store that cannot write: nothing more to do here
             if now - last_expire >= 60:
                 last_expire = now
                 await self.outbox.expire(now)
