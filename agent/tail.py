@@ -312,6 +312,9 @@ class Tailer:
         self._last_scan = 0.0
         self._scans = 0
         self._deep_requested = False
+        # watchdog adds an inotify watch in its emitter thread, after schedule() returns: an append in that
+        # gap produces no event. Until this time, deep rescans run every 0.25 s (see _sync_watches).
+        self._watch_settle_until = 0.0
         self._name_rx: dict[str, re.Pattern[str]] = {}
         self._dir_cache: dict[str, tuple[tuple[int, int], list[tuple[str, tuple[int, int]]], list[str]]] = {}
         self._initial_done = False
@@ -607,6 +610,8 @@ class Tailer:
             except Exception as exc:  # ENOSPC: watch limit; EACCES; vanished directory
                 self._fallback(f"cannot watch {spec[0]}: {exc}")
                 return
+        if added:
+            self._watch_settle_until = time.monotonic() + 2.0
         if added and self._initial_done:
             # Files created between the directory listing and the new watch produced no event.
             self._notify(rescan=True)
@@ -662,6 +667,9 @@ class Tailer:
         interval = self.config.poll_interval if self._watch_mode != "inotify" else self.config.rescan_interval
         if self._errors or self._waiting or self._unresolved:
             interval = min(interval, self.config.poll_interval)
+        if now < self._watch_settle_until:
+            interval = min(interval, 0.25)
+            self._deep_requested = True
         self._next_rescan = self._last_scan + interval
         for path in dirty:
             f = self._path_index.get(path)
