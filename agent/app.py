@@ -81,6 +81,10 @@ class Agent:
         self._reload_lock = asyncio.Lock()
         self._stop: asyncio.Event | None = None
         self._stopping = asyncio.Event()  # set when shutdown begins: failing commits stop retrying
+        self._commit_queue: list[tuple[Commit, Callable[[], None] | None, asyncio.Future[None] | None]] = []
+        self._commit_wake = asyncio.Event()
+        self._commit_space = asyncio.Event()
+        self._committer_task: asyncio.Task[None] | None = None
         self.check_runs: dict[tuple[str, str], int] = {}
         REDACTOR.add(config.secrets())
 
@@ -100,6 +104,7 @@ class Agent:
             log.warning("secret_file_world_readable", detail=warning)
         await asyncio.to_thread(Path(self.config.state_dir).mkdir, parents=True, exist_ok=True)
         await self.outbox.open()
+        self._committer_task = asyncio.create_task(self._committer(), name="committer")
         self.engine.restore(await self.outbox.alert_states())
         await self._commit(Commit(events=self.engine.resolve_removed(self._alive_rules(), time.time())))
         for output in self.config.flashduty:
@@ -148,6 +153,15 @@ class Agent:
             await self._stop_sender(name)
         if self.health is not None:
             await self.health.stop()
+        if self._committer_task is not None:
+            # a barrier behind everything still queued (checks, reload): those are committed first
+            barrier: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._enqueue_commit(Commit(), future=barrier)
+            with contextlib.suppress(OutboxFull):
+                await barrier
+            self._committer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._committer_task
         await self.outbox.close()
         log.info("agent_stopped", queued=self.outbox.stats.depth)
 
@@ -216,30 +230,30 @@ class Agent:
             delay = min(delay * 2, 60.0)
 
     async def _pipeline(self, runtime: SourceRuntime) -> None:
-        """Evaluate batches in order; a second stage commits them, so matching batch N+1 overlaps the
-        commit of batch N. ``runtime.queue.join()`` returns only once every batch is committed."""
+        """Evaluate batches in order and hand their changes to the agent's one ordered committer, so
+        matching batch N+1 overlaps the commit of batch N. ``runtime.queue.join()`` returns only once every
+        batch is committed."""
         name = runtime.config.name
-        commits: asyncio.Queue[Commit] = asyncio.Queue(maxsize=QUEUE_BATCHES)
-        committer = asyncio.create_task(self._committer(runtime, commits), name=f"commit-{name}")
-        try:
-            while True:
-                batch = await runtime.queue.get()
-                try:
-                    change = await self._evaluate(name, runtime, batch)
-                except Exception as exc:
-                    # A bug in one batch must not stop the source. Its checkpoint is not committed, so a
-                    # restart re-reads it; until then its lines are skipped, and that is counted as a drop.
-                    dropped = self.outbox.stats.dropped
-                    dropped["pipeline_error_lines"] = dropped.get("pipeline_error_lines", 0) + len(batch.lines)
-                    log.exception("pipeline_batch_failed", source=name, path=batch.path, lines=len(batch.lines),
-                                  error=str(exc))
-                    runtime.queue.task_done()
-                    continue
-                await commits.put(change)
-        finally:
-            committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await committer
+        while True:
+            batch = await runtime.queue.get()
+            try:
+                change = await self._evaluate(name, runtime, batch)
+            except Exception as exc:
+                # A bug in one batch must not stop the source. Its checkpoint is not committed, so a
+                # restart re-reads it; until then its lines are skipped, and that is counted as a drop.
+                dropped = self.outbox.stats.dropped
+                dropped["pipeline_error_lines"] = dropped.get("pipeline_error_lines", 0) + len(batch.lines)
+                log.exception("pipeline_batch_failed", source=name, path=batch.path, lines=len(batch.lines),
+                              error=str(exc))
+                runtime.queue.task_done()
+                continue
+
+            def committed(runtime: SourceRuntime = runtime) -> None:
+                runtime.batches += 1
+                runtime.queue.task_done()
+
+            self._enqueue_commit(change, on_done=committed)
+            await self._commit_backpressure()
 
     async def _evaluate(self, name: str, runtime: SourceRuntime, batch: Batch) -> Commit:
         hits = []
@@ -258,24 +272,51 @@ class Agent:
                 change.checkpoints.append((name, batch.checkpoint.key, batch.checkpoint.state))
         return change
 
-    async def _committer(self, runtime: SourceRuntime, commits: asyncio.Queue[Commit]) -> None:
-        """Commit in order, everything queued at once in one transaction (group commit per source)."""
+    def _enqueue_commit(self, change: Commit, *, on_done: Callable[[], None] | None = None,
+                        future: asyncio.Future[None] | None = None) -> None:
+        """Queue a change for the one ordered committer. Synchronous on purpose: the outbox receives changes
+        in the order the alert engine produced them, so an Ok from the ticker never gets an id below the
+        event it resolves that a source batch produced just before."""
+        self._commit_queue.append((change, on_done, future))
+        self._commit_wake.set()
+
+    async def _commit_backpressure(self) -> None:
+        while len(self._commit_queue) > QUEUE_BATCHES * 4:
+            self._commit_space.clear()
+            await self._commit_space.wait()
+
+    async def _committer(self) -> None:
+        """Commit queued changes in order; everything queued at once goes in one transaction."""
         while True:
-            items = [await commits.get()]
-            while not commits.empty():
-                items.append(commits.get_nowait())
-            try:
-                await self._commit_many(items)
-                runtime.batches += len(items)
-            except OutboxFull:
-                # shutting down while the outbox is full (block_sources): these checkpoints stay
-                # uncommitted, so the lines are read again after the restart
-                log.warning("batches_left_uncommitted_at_shutdown", source=runtime.config.name, batches=len(items))
-            for _ in items:
-                runtime.queue.task_done()
+            await self._commit_wake.wait()
+            self._commit_wake.clear()
+            while self._commit_queue:
+                items, self._commit_queue = self._commit_queue, []
+                self._commit_space.set()
+                error: BaseException | None = None
+                try:
+                    await self._commit_many([change for change, _, _ in items])
+                except OutboxFull as exc:
+                    # shutting down while the store cannot write: checkpoints stay uncommitted, so the
+                    # lines are read again after the restart
+                    log.warning("changes_left_uncommitted_at_shutdown", changes=len(items))
+                    error = exc
+                for _, on_done, future in items:
+                    if on_done is not None:
+                        on_done()
+                    if future is not None and not future.done():
+                        if error is not None:
+                            future.set_exception(error)
+                        else:
+                            future.set_result(None)
 
     async def _commit(self, change: Commit) -> None:
-        await self._commit_many([change])
+        """Commit through the ordered committer and wait until it is durable."""
+        if change.empty():
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._enqueue_commit(change, future=future)
+        await future
 
     async def _commit_many(self, changes: list[Commit]) -> None:
         """Commit, retrying forever on storage errors (disk full): the source waits, nothing is dropped."""

@@ -187,3 +187,29 @@ def test_labels_limits_are_enforced_locally() -> None:
     assert len(out["labels"]) == 50 and len(out["title_rule"]) == 512
     assert all(len(v) <= 2048 for v in out["labels"].values())
     assert out["labels"]["host"] == "web-1" and out["labels"]["rule"] == "db"  # automatic labels kept first
+
+
+async def test_commits_reach_the_outbox_in_the_order_the_engine_produced_them(tmp_path) -> None:
+    """A source batch's Warning queued for commit must get a lower outbox id than an Ok the ticker
+    produces right after (the backlog bench once saw Ok sent ~9 s before its alert)."""
+    import json
+
+    from agent.app import Agent
+    from agent.config import parse_config
+    from agent.outbox import Commit, QueuedEvent
+    from tests.conftest import free_port
+
+    config = parse_config(f"state_dir: {tmp_path}\nhealth: {{enabled: false}}\nshutdown_timeout: 100ms\n"
+                          f"flashduty: {{push_url: 'http://127.0.0.1:{free_port()}/x?integration_key=k'}}\n")
+    agent = Agent(config, None)
+    await agent.start()
+    try:
+        def body(status: str) -> dict:
+            return {"title_rule": "t", "event_status": status, "alert_key": "k"}
+
+        agent._enqueue_commit(Commit(events=[QueuedEvent("default", "k", body("Warning"))]))  # as a pipeline does
+        await agent._commit(Commit(events=[QueuedEvent("default", "k", body("Ok"))]))  # as the ticker does
+        head = await agent.outbox.head("default", 10)
+        assert [json.loads(e.body)["event_status"] for e in head] == ["Warning", "Ok"]
+    finally:
+        await agent.shutdown()
