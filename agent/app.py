@@ -77,9 +77,7 @@ class Agent:
         self.checks_task: asyncio.Task[None] | None = None
         self.health: HealthServer | None = None
         self._background: list[asyncio.Task[None]] = []
-        self._commit_lock = asyncio.Lock()
         self._reload_lock = asyncio.Lock()
-        self._stop: asyncio.Event | None = None
         self._stopping = asyncio.Event()  # set when shutdown begins: failing commits stop retrying
         self._commit_queue: list[tuple[Commit, Callable[[], None] | None, asyncio.Future[None] | None]] = []
         self._commit_wake = asyncio.Event()
@@ -92,7 +90,6 @@ class Agent:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Start everything, serve until ``stop`` is set, then shut down gracefully."""
-        self._stop = stop
         await self.start()
         try:
             await stop.wait()

@@ -254,8 +254,11 @@ class Outbox:
         changes = [c for c in changes if not c.empty()]
         if not changes:
             return
-        new_bytes = sum(len(encode_body(e.body)) for c in changes for e in c.events)
-        if new_bytes and self.config.on_full == "block_sources":
+        # Sizing means encoding every body again; only block_sources needs it before the write.
+        new_bytes = 0
+        if self.config.on_full == "block_sources":
+            new_bytes = sum(len(encode_body(e.body)) for c in changes for e in c.events)
+        if new_bytes:
             while self.stats.bytes + new_bytes > self.config.max_bytes and self.stats.depth > 0:
                 if self._closed:
                     raise OutboxFull("outbox full while shutting down")
