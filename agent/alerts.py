@@ -12,6 +12,7 @@ The clock is injected: the agent passes wall time, ``dutytail test-rule`` passes
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -21,7 +22,7 @@ from typing import Any, Literal, Protocol
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.events import Event, Status, render, stable_alert_key
+from agent.events import Event, Status, json_text, render, stable_alert_key
 from agent.outbox import QueuedEvent
 from agent.units import Duration
 
@@ -38,6 +39,10 @@ class AlertsConfig(BaseModel):
     default_resolve_after: Duration = 600.0  # quiet period for log rules that set neither resolve.after nor .match
     max_events_per_key_per_minute: int = Field(default=6, ge=1)
     max_events_per_minute: int = Field(default=300, ge=1)
+    # Alerts tracked at once (open, or pending a threshold). Bounds memory (~1.5 KiB each) when a backlog
+    # holds many distinct identities; past half of it a log source pauses while open alerts are about to
+    # resolve, and at the cap a new identity is suppressed (counted, logged, summarised) instead of tracked.
+    max_open_alerts: int = Field(default=20_000, ge=4)
 
 
 class RuleLike(Protocol):
@@ -92,8 +97,7 @@ class AlertState:
 
     def to_json(self) -> str:
         # field by field: dataclasses.asdict deep-copies recursively and showed up in the hot path
-        data = {name: getattr(self, name) for name in _PERSISTED_FIELDS}
-        return json.dumps(data, ensure_ascii=False)
+        return json_text({name: getattr(self, name) for name in _PERSISTED_FIELDS})
 
     @classmethod
     def from_json(cls, text: str) -> AlertState:
@@ -107,7 +111,13 @@ _PERSISTED_FIELDS = [f.name for f in fields(AlertState) if f.name not in ("windo
 
 
 def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else "-"
+    return _iso_second(int(ts)) if ts else "-"
+
+
+@functools.lru_cache(maxsize=256)
+def _iso_second(second: int) -> str:
+    """Formatting a time costs more than the rest of a new alert's bookkeeping; a burst shares seconds."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
 
 
 @dataclass(slots=True)
@@ -130,10 +140,14 @@ class AlertEngine:
         self.stats = EngineStats()
         self._changed: set[str] = set()
         self._removed: set[str] = set()
-        self._key_sends: dict[str, collections.deque[float]] = {}
-        self._global_sends: collections.deque[float] = collections.deque()
+        self._key_sends: dict[str, list[float]] = {}
+        # sends in the last minute, counted per second: O(60) memory however high the caps are raised
+        self._global_sends: collections.deque[list[int]] = collections.deque()  # [second, count]
+        self._global_total = 0
         self._storm_window: collections.deque[tuple[float, int]] = collections.deque()
         self._storm_key = stable_alert_key(host, "dutytail", "storm-control")
+        self._capacity_logged = 0.0  # when the last "too many open alerts" warning was logged
+        self._capacity_unlogged = 0  # identities suppressed since then
 
     # --- persistence -------------------------------------------------------------------------------
 
@@ -177,6 +191,9 @@ class AlertEngine:
         key = self.rule_alert_key(source, rule, groups, path)
         state = self.states.get(key)
         if state is None:
+            if len(self.states) >= self.config.max_open_alerts:
+                self._over_capacity(key, rule.name, now)
+                return []
             resolve_after = rule.resolve.after
             if resolve_after is None and rule.resolve.match is None:
                 resolve_after = self.config.default_resolve_after
@@ -317,6 +334,25 @@ class AlertEngine:
         self._changed.add(key)
         return self._notify(state, status, now)
 
+    def _over_capacity(self, key: str, rule: str, now: float) -> None:
+        self.stats.suppressed["max_open_alerts"] += 1
+        self._storm_window.append((now, 1))
+        self._capacity_unlogged += 1
+        if now - self._capacity_logged >= 60:
+            log.warning("alert_capacity_reached_new_alerts_suppressed", max_open_alerts=self.config.max_open_alerts,
+                        suppressed=self._capacity_unlogged, example_alert_key=key, rule=rule)
+            self._capacity_logged = now
+            self._capacity_unlogged = 0
+
+    def crowded(self) -> bool:
+        """Half the alert capacity is in use: a log source should let due resolves catch up first."""
+        return len(self.states) >= self.config.max_open_alerts // 2
+
+    def next_quiet_resolve(self) -> float | None:
+        """When the earliest quiet-period resolve falls due (O(n); only called while crowded)."""
+        return min((s.last_seen + s.resolve_after for s in self.states.values()
+                    if s.firing and s.resolve_after is not None), default=None)
+
     # --- time ---------------------------------------------------------------------------------------
 
     def tick(self, now: float) -> list[QueuedEvent]:
@@ -361,14 +397,16 @@ class AlertEngine:
 
     def _allowed(self, key: str, now: float) -> str | None:
         """None when storm control lets an event for ``key`` through, else the reason it does not."""
-        sends = self._key_sends.setdefault(key, collections.deque())
-        while sends and sends[0] <= now - 60:
-            sends.popleft()
-        while self._global_sends and self._global_sends[0] <= now - 60:
-            self._global_sends.popleft()
+        sends = self._key_sends.get(key)
+        if sends and sends[0] <= now - 60:
+            del sends[: sum(1 for t in sends if t <= now - 60)]
+        else:
+            sends = sends or []
+        while self._global_sends and self._global_sends[0][0] <= now - 60:
+            self._global_total -= self._global_sends.popleft()[1]
         if len(sends) >= self.config.max_events_per_key_per_minute:
             return "per_key_rate"
-        if len(self._global_sends) >= self.config.max_events_per_minute:
+        if self._global_total >= self.config.max_events_per_minute:
             return "global_rate"
         return None
 
@@ -405,8 +443,14 @@ class AlertEngine:
 
     def _event(self, state: AlertState, status: Status, title: str, description: str, now: float) -> QueuedEvent:
         if status != "Ok" and state.kind != "storm":
-            self._key_sends.setdefault(state.key, collections.deque()).append(now)
-            self._global_sends.append(now)
+            # a short list, not a deque: one per open alert, and a deque's 600 bytes added up in a backlog
+            self._key_sends.setdefault(state.key, []).append(now)
+            second = int(now)
+            if self._global_sends and self._global_sends[-1][0] == second:
+                self._global_sends[-1][1] += 1
+            else:
+                self._global_sends.append([second, 1])
+            self._global_total += 1
         event = Event(title=title, status=status, alert_key=state.key, description=description,
                       labels=state.labels, event_time=int(now))
         body = event.to_body()
@@ -434,7 +478,8 @@ class AlertEngine:
             self._changed.add(state.key)
             description = (f"dutytail suppressed {suppressed} event(s) in the last minute on {self.host} "
                            f"(caps: {self.config.max_events_per_key_per_minute}/min per alert, "
-                           f"{self.config.max_events_per_minute}/min in all). See dutytail_events_suppressed_total.")
+                           f"{self.config.max_events_per_minute}/min in all, {self.config.max_open_alerts} open "
+                           f"alerts). See dutytail_events_suppressed_total.")
             return [self._event(state, "Warning", state.title, description, now)]
         if not suppressed and state is not None and now - state.last_seen >= 60:
             return self._resolve(state, now, "Storm control: nothing suppressed in the last minute")

@@ -29,7 +29,7 @@ from agent.health import HealthServer
 from agent.journal import JournalSource
 from agent.logsetup import REDACTOR
 from agent.metrics import Metrics
-from agent.outbox import Commit, Outbox, OutboxFull
+from agent.outbox import Commit, Outbox, OutboxFull, QueuedEvent
 from agent.rules import RuleSet
 from agent.sdnotify import SystemdNotifier, watchdog_loop
 from agent.sender import OutputSender
@@ -39,6 +39,9 @@ log = structlog.get_logger(__name__)
 
 SEEN_MARKER = "__dutytail_source_seen__"  # checkpoint key recording that a source has started once
 QUEUE_BATCHES = 8  # bounded queue between a source and its pipeline: backpressure, bounded memory
+HITS_PER_ROOM_CHECK = 1000  # matches fed to the alert engine between checks for alert capacity
+MAX_QUEUED_EVENTS = 10_000  # events waiting for the committer before pipelines pause
+ALERT_ROOM_WAIT = 5.0  # a crowded engine pauses a source only for resolves due within this many seconds
 
 
 @dataclass
@@ -80,10 +83,13 @@ class Agent:
         self._reload_lock = asyncio.Lock()
         self._stopping = asyncio.Event()  # set when shutdown begins: failing commits stop retrying
         self._commit_queue: list[tuple[Commit, Callable[[], None] | None, asyncio.Future[None] | None]] = []
+        self._commit_queue_events = 0
         self._commit_wake = asyncio.Event()
         self._commit_space = asyncio.Event()
         self._committer_task: asyncio.Task[None] | None = None
         self.check_runs: dict[tuple[str, str], int] = {}
+        self.source_paused_seconds: dict[str, float] = {}  # waiting for open alerts to resolve
+        self._room_logged = 0.0
         REDACTOR.add(config.secrets())
 
     # --- lifecycle -----------------------------------------------------------------------------------
@@ -259,7 +265,20 @@ class Agent:
             if batch.fields:  # per-line source fields (journald unit, priority ...) feed templates
                 for hit in hits:
                     hit.groups = {**batch.fields[hit.line_index], **hit.groups}
-        events = hit_events(self.engine, name, runtime.ruleset.rules, batch.path, hits, time.time()) if hits else []
+        events: list[QueuedEvent] = []
+        # small enough steps that a crowded (half full) engine cannot overflow within one step
+        step = max(1, min(HITS_PER_ROOM_CHECK, self.engine.config.max_open_alerts // 4))
+        for start in range(0, len(hits), step):
+            if self.engine.crowded():
+                # Commit what this batch produced so far (in engine order, without the checkpoint: a crash
+                # re-reads the batch), then let due resolves free room before opening more alerts.
+                upserts, removed = self.engine.take_changes()
+                self._enqueue_commit(Commit(events=events, alerts=upserts, forget_alerts=removed))
+                events = []
+                await self._commit_backpressure()
+                await self._wait_for_alert_room(name)
+            events += hit_events(self.engine, name, runtime.ruleset.rules, batch.path,
+                                 hits[start:start + step], time.time())
         upserts, removed = self.engine.take_changes()
         change = Commit(events=events, alerts=upserts, forget_alerts=removed)
         if batch.checkpoint is not None:
@@ -269,16 +288,40 @@ class Agent:
                 change.checkpoints.append((name, batch.checkpoint.key, batch.checkpoint.state))
         return change
 
+    async def _wait_for_alert_room(self, source: str) -> None:
+        """A backlog read at full speed opens alerts faster than their quiet periods end. While some of them
+        resolve within ALERT_ROOM_WAIT, pause the source (its lines wait in the file; nothing is lost) and
+        resolve them early instead of growing memory without bound. Otherwise carry on: past
+        ``max_open_alerts`` the engine suppresses new identities, counted and summarised."""
+        paused = time.monotonic()
+        while self.engine.crowded():
+            now = time.time()
+            due = self.engine.next_quiet_resolve()
+            if due is None or due - now > ALERT_ROOM_WAIT:
+                break
+            await asyncio.sleep(max(0.1, due - now))
+            # not awaited (the committer keeps engine order); a failure is the ticker's to report
+            self._tick(time.time()).add_done_callback(lambda f: f.cancelled() or f.exception())
+        waited = time.monotonic() - paused
+        self.source_paused_seconds[source] = self.source_paused_seconds.get(source, 0.0) + waited
+        if waited >= 0.1 and time.monotonic() - self._room_logged >= 60:
+            self._room_logged = time.monotonic()
+            log.info("source_paused_until_alerts_resolve", source=source, waited_s=round(waited, 2),
+                     open_alerts=len(self.engine.states), max_open_alerts=self.engine.config.max_open_alerts)
+
     def _enqueue_commit(self, change: Commit, *, on_done: Callable[[], None] | None = None,
                         future: asyncio.Future[None] | None = None) -> None:
         """Queue a change for the one ordered committer. Synchronous on purpose: the outbox receives changes
         in the order the alert engine produced them, so an Ok from the ticker never gets an id below the
         event it resolves that a source batch produced just before."""
         self._commit_queue.append((change, on_done, future))
+        self._commit_queue_events += len(change.events)
         self._commit_wake.set()
 
     async def _commit_backpressure(self) -> None:
-        while len(self._commit_queue) > QUEUE_BATCHES * 4:
+        """Bound what waits for the committer, in changes and in events (a 1 MiB batch of a backlog can
+        carry 10,000+ events, each ~1.5 KiB in memory until it is on disk)."""
+        while len(self._commit_queue) > QUEUE_BATCHES * 4 or self._commit_queue_events > MAX_QUEUED_EVENTS:
             self._commit_space.clear()
             await self._commit_space.wait()
 
@@ -289,6 +332,7 @@ class Agent:
             self._commit_wake.clear()
             while self._commit_queue:
                 items, self._commit_queue = self._commit_queue, []
+                self._commit_queue_events = 0
                 self._commit_space.set()
                 error: BaseException | None = None
                 try:
@@ -390,15 +434,26 @@ class Agent:
         while True:
             await asyncio.sleep(1.0)
             now = time.time()
-            events = self.engine.tick(now)
-            upserts, removed = self.engine.take_changes()
             try:
-                await self._commit(Commit(events=events, alerts=upserts, forget_alerts=removed))
+                await self._tick(now)
             except OutboxFull:
                 return  # shutting down with a store that cannot write: nothing more to do here
             if now - last_expire >= 60:
                 last_expire = now
                 await self.outbox.expire(now)
+
+    def _tick(self, now: float) -> asyncio.Future[None]:
+        """Resolves, reminders and storm summary due at ``now``, queued in engine order; the future
+        completes when they are durable."""
+        events = self.engine.tick(now)
+        upserts, removed = self.engine.take_changes()
+        change = Commit(events=events, alerts=upserts, forget_alerts=removed)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if change.empty():
+            future.set_result(None)
+        else:
+            self._enqueue_commit(change, future=future)
+        return future
 
     def _alive_rules(self) -> set[tuple[str, str]]:
         alive = {(s.name, r.name) for s in [*self.config.logs, *self.config.journal] for r in s.rules}
@@ -616,6 +671,7 @@ class Agent:
             "dropped": {(k,): float(v) for k, v in self.outbox.stats.dropped.items()},
             "suppressed": {(k,): float(v) for k, v in self.engine.stats.suppressed.items()},
             "check_runs": {k: float(v) for k, v in self.check_runs.items()},
+            "source_paused": {(k,): v for k, v in self.source_paused_seconds.items()},
             "outbox_depth": self.outbox.stats.depth,
             "outbox_bytes": self.outbox.stats.bytes,
             "outbox_oldest_age": self.outbox.oldest_age() or 0,

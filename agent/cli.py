@@ -6,21 +6,37 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import re
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from agent import __version__
 from agent.config import Config, ConfigError, load_config
 from agent.logsetup import REDACTOR, configure_logging
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+T = TypeVar("T")
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop when it is installed: its C event loop halves the cost of every HTTP request and
+    thread hand-off, which is most of what the agent does per event. ``DUTYTAIL_EVENT_LOOP=asyncio``
+    selects the standard loop (to rule the loop out when debugging)."""
+    loop_factory = None
+    if os.environ.get("DUTYTAIL_EVENT_LOOP", "uvloop") != "asyncio":
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main)
 
 
 def _load(path: str) -> Config | None:
@@ -53,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         install_signal_handlers(agent, stop)
         await agent.run(stop)
 
-    asyncio.run(main())
+    run_async(main())
     return EXIT_OK
 
 
@@ -242,7 +258,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         finally:
             await outbox.close()
 
-    return asyncio.run(main())
+    return run_async(main())
 
 
 # --- status and send-test -------------------------------------------------------------------------
@@ -354,7 +370,7 @@ def cmd_send_test(args: argparse.Namespace) -> int:
                     break
         return worst
 
-    return asyncio.run(main())
+    return run_async(main())
 
 
 # --- entry point ----------------------------------------------------------------------------------

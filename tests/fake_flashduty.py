@@ -905,7 +905,13 @@ def main(argv: list[str] | None = None) -> None:
         "--history", action="store_true", help="keep every request in memory (default: counters only)"
     )
     args = parser.parse_args(argv)
-    asyncio.run(_serve(args))
+    loop_factory = None
+    with contextlib.suppress(ImportError):  # the fake must not be the bottleneck of a benchmark
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_serve(args))
 
 
 if __name__ == "__main__":

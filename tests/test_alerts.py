@@ -213,3 +213,18 @@ async def test_commits_reach_the_outbox_in_the_order_the_engine_produced_them(tm
         assert [json.loads(e.body)["event_status"] for e in head] == ["Warning", "Ok"]
     finally:
         await agent.shutdown()
+
+
+def test_alert_capacity_suppresses_new_identities_but_keeps_open_ones_working() -> None:
+    engine = make_engine(max_open_alerts=4)
+    rules = [rule(resolve={"after": 3600})]
+    out = []
+    for i in range(10):
+        out += feed(engine, rules, f"timeout on db{i}", i)
+    assert statuses(out) == ["Critical"] * 4  # db0..db3 tracked, the other six were not
+    assert engine.stats.suppressed["max_open_alerts"] == 6
+    assert feed(engine, rules, "timeout on db1", 11) == []  # an open alert still counts its matches
+    assert engine.states[out[1]["alert_key"]].count == 2
+    summary = [e for e in tick(engine, 12) if e["labels"].get("rule") == "storm-control"]
+    assert summary and "4 open alerts" in summary[0]["description"]
+    assert engine.crowded() and engine.next_quiet_resolve() == T0 + 3600  # db0, the oldest

@@ -1,0 +1,83 @@
+"""A backlog of many distinct alerts in a real agent: memory stays bounded by alerts.max_open_alerts, and
+nothing is lost when the alerts are about to resolve (the source pauses instead)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import wait_until
+from tests.fake_flashduty import FakeFlashduty
+
+CONFIG = """
+state_dir: ./state
+flashduty:
+  push_url: {url}
+  retry_initial: 50ms
+  retry_max: 500ms
+health:
+  listen: 127.0.0.1:${{DUTYTAIL_TEST_HEALTH_PORT}}
+alerts:
+  max_events_per_key_per_minute: 1000
+  max_events_per_minute: 100000
+  max_open_alerts: {cap}
+logs:
+  - name: jobs
+    paths: ["./logs/*.log"]
+    start_at: beginning
+    rules:
+      - name: job-failed
+        match: 'job (?P<id>\\d+) failed'
+        identity: [id]
+        resolve: {{after: {resolve_after}}}
+"""
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def write_jobs(path: Path, count: int) -> None:
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("".join(f"worker: job {i} failed: exit status 1\n" for i in range(count)))
+
+
+async def test_backlog_of_quickly_resolving_alerts_pauses_the_source_and_loses_nothing(
+        tmp_path: Path, fake: FakeFlashduty, agent_process) -> None:
+    write_jobs(tmp_path / "logs" / "jobs.log", 60)
+    agent = agent_process(CONFIG.format(url=fake.url, cap=20, resolve_after="1s"))
+    agent.start()
+    await agent.wait_ready()
+    await fake.wait_for_events(120, timeout=60)
+    by_key: dict[str, list[str]] = {}
+    for event in fake.events:
+        by_key.setdefault(event["alert_key"], []).append(event["event_status"])
+    assert len(by_key) == 60 and all(seq == ["Warning", "Ok"] for seq in by_key.values())
+    status, text = agent.get("/metrics")
+    assert status == 200
+    assert metric(text, 'dutytail_source_paused_seconds_total{source="jobs"}') > 0
+    assert metric(text, 'dutytail_events_suppressed_total{reason="max_open_alerts"}') == 0
+    assert agent.stop() == 0
+
+
+async def test_at_capacity_new_alerts_are_suppressed_counted_and_summarised(
+        tmp_path: Path, fake: FakeFlashduty, agent_process) -> None:
+    write_jobs(tmp_path / "logs" / "jobs.log", 10)
+    agent = agent_process(CONFIG.format(url=fake.url, cap=4, resolve_after="1h"))
+    agent.start()
+    await agent.wait_ready()
+
+    def summarised() -> bool:
+        return any(e["labels"].get("rule") == "storm-control" for e in fake.events)
+
+    await wait_until(summarised, timeout=20, what="the storm-control summary")
+    jobs = [e for e in fake.events if e["labels"].get("rule") == "job-failed"]
+    assert len(jobs) == 4
+    summary = next(e for e in fake.events if e["labels"].get("rule") == "storm-control")
+    assert "suppressed 6 event(s)" in summary["description"]
+    _, text = agent.get("/metrics")
+    assert metric(text, 'dutytail_events_suppressed_total{reason="max_open_alerts"}') == 6
+    assert agent.stop() == 0
+    assert "alert_capacity_reached_new_alerts_suppressed" in agent.logs()
