@@ -31,7 +31,10 @@ from common import (
     start_agent,
 )
 
-RATE = 5000  # flashduty.max_per_second for this section
+# flashduty.max_per_second for this section: 10x Flashduty's own per-integration limit (100/s), and within what
+# one aiohttp client and the fake endpoint sustain together on a 2-core machine (see UNPACED)
+RATE = 1000
+UNPACED = 100_000  # the diagnostic run: pacing out of the way, to show the machine's ceiling
 PYSPY = [str(ROOT / ".venv" / "bin" / "py-spy"), "record", "--nonblocking", "--threads", "--rate", "250",
          "--format", "raw"]
 
@@ -44,7 +47,7 @@ def _lines(path: Path, n: int) -> None:
 
 
 def _one(workdir: Path, events: int, timeout: float, drain_timeout: float,
-         profile: Path | None = None) -> dict[str, Any]:
+         profile: Path | None = None, rate: int = RATE) -> dict[str, Any]:
     wd = fresh_dir(workdir)
     logdir = wd / "logs"
     logdir.mkdir()
@@ -57,7 +60,7 @@ def _one(workdir: Path, events: int, timeout: float, drain_timeout: float,
             f"        resolve: {{after: 1s}}\n")
     cfg = wd / "config.yaml"
     cfg.write_text(agent_config(state_dir=wd / "state", health_port=hport, push_port=port, logs_yaml=logs,
-                                max_per_second=RATE, max_per_minute=RATE * 60, concurrency=64,
+                                max_per_second=rate, max_per_minute=rate * 60, concurrency=64,
                                 retry="  retry_initial: 200ms\n  retry_max: 1s\n"))
     agent = start_agent(cfg, hport, wd / "agent.log")
     fake = Fake(port, wd)
@@ -127,6 +130,7 @@ def _one(workdir: Path, events: int, timeout: float, drain_timeout: float,
         "max_open_alerts_fill": max_open,
         "peak_rss_drain": peak_drain,
         "hwm": hwm,
+        "rate": rate,
     }
 
 
@@ -150,3 +154,11 @@ def bench_backlog(workdir: Path, runs: int, events: int, timeout: float,
         out.append(_one(workdir / "backlog", events, timeout, drain_timeout))
         log(f"  {out[-1]}")
     return out
+
+
+def bench_unpaced(workdir: Path, events: int, timeout: float, drain_timeout: float) -> dict[str, Any]:
+    """One run with pacing out of the way: the drain rate this machine allows (client + fake on 2 cores)."""
+    log(f"backlog diagnostic: {events:,} events, max_per_second {UNPACED} (unpaced)")
+    res = _one(workdir / "backlog-unpaced", events, timeout, drain_timeout, rate=UNPACED)
+    log(f"  {res}")
+    return res

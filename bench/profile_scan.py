@@ -104,14 +104,14 @@ def profile_scan(info: LogInfo, timeout: float, few_alerts: bool = False,
 
 def profile_drain(events: int, seconds: float) -> dict[str, Any] | None:
     """Sample the agent for ``seconds`` while it drains a backlog of ``events`` (section 4's setup)."""
-    from backlog import _one
+    from backlog import UNPACED, _one
 
     exe = ROOT / ".venv" / "bin" / "py-spy"
     if not exe.exists():
         return None
     wd = fresh_dir(OUT / "profile-drain")
     raw = wd / "drain.collapsed"
-    res = _one(wd / "run", events, 120 + events / 1000, seconds, profile=raw)
+    res = _one(wd / "run", events, 120 + events / 1000, seconds, profile=raw, rate=UNPACED)
     log(f"profiled drain: {res}")
     if not raw.exists():
         return None
