@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import sqlite3
@@ -36,6 +37,13 @@ from agent.sender import OutputSender
 from agent.tail import Batch, Checkpoint, Tailer
 
 log = structlog.get_logger(__name__)
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed during startup or a reload (hyperscan's compiler, config parsing) back to the OS:
+    glibc keeps it mapped otherwise, ~3 MiB of an idle agent's RSS."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc; elsewhere there is nothing to trim
 
 SEEN_MARKER = "__dutytail_source_seen__"  # checkpoint key recording that a source has started once
 QUEUE_BATCHES = 8  # bounded queue between a source and its pipeline: backpressure, bounded memory
@@ -127,6 +135,7 @@ class Agent:
         if self.config_path:
             self._background.append(asyncio.create_task(self._watch_config(), name="config-watch"))
         self.ready = True
+        release_freed_memory()
         self.notifier.ready(status=f"dutytail {__version__}: {len(self.sources)} sources, "
                                    f"{len(self.config.checks)} checks")
         log.info("agent_ready", version=__version__, sources=list(self.sources), checks=len(self.config.checks),
@@ -489,6 +498,7 @@ class Agent:
             finally:
                 self.notifier.ready(status="reloaded")
             self.last_reload = time.time()
+            release_freed_memory()
             self.metrics.reloads.labels("applied").inc()
             log.info("config_reloaded", sources=list(self.sources), checks=len(new.checks))
             return True

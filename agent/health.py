@@ -6,14 +6,15 @@ local. Listening elsewhere needs ``allow_remote: true`` and then a bearer token 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
 from collections.abc import Callable
 from typing import Any
 
+import h11
 import structlog
-from aiohttp import web
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from agent.logsetup import REDACTOR
@@ -60,66 +61,105 @@ class HealthConfig(BaseModel):
         return self
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
+Reply = tuple[int, bytes, str]  # status, body, content type
+
+_TEXT = "text/plain; charset=utf-8"
+
+
+def _json(data: Any, status: int = 200) -> Reply:
     text = REDACTOR.text(json.dumps(data, indent=2, default=str, ensure_ascii=False))
-    return web.Response(text=text + "\n", status=status, content_type="application/json")
+    return status, (text + "\n").encode(), "application/json; charset=utf-8"
 
 
 class HealthServer:
-    """Serves views of the running agent. The callables are the agent's; the server holds no state."""
+    """Serves views of the running agent. The callables are the agent's; the server holds no state.
+
+    asyncio streams with h11 for the protocol, not aiohttp.web: the agent then imports aiohttp only when it
+    first sends an event (~10 MiB of an idle agent's RSS). One request per connection, GET and HEAD.
+    """
 
     def __init__(self, config: HealthConfig, *, summary: Callable[[], dict[str, Any]],
                  ready: Callable[[], tuple[bool, list[str]]], status: Callable[[], dict[str, Any]],
                  metrics: Callable[[], bytes]) -> None:
         self.config = config
         self._summary, self._ready, self._status, self._metrics = summary, ready, status, metrics
-        self._runner: web.AppRunner | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._clients: set[asyncio.Task[None]] = set()
         self.port: int | None = None
 
-    def _authorised(self, request: web.Request) -> bool:
-        if not self.config.token:
-            return True
-        given = request.headers.get("Authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {self.config.token}".encode())
-
-    @web.middleware
-    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if not self._authorised(request):
-            return _json({"error": "unauthorized"}, status=401)
-        response: web.StreamResponse = await handler(request)
-        return response
-
     async def start(self) -> None:
-        app = web.Application(middlewares=[self._auth])
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/status", self._status_view)
-        app.router.add_get("/metrics", self._metrics_view)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
         host, port = split_listen(self.config.listen)
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
+        self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
+        sockets = self._server.sockets or []
         self.port = sockets[0].getsockname()[1] if sockets else port
         log.info("health_listening", listen=f"{host}:{self.port}")
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._clients):
+                task.cancel()
+            await self._server.wait_closed()
 
-    async def _healthz(self, _request: web.Request) -> web.Response:
-        # Answering at all proves the event loop is responsive: that is what liveness means here.
-        return _json(self._summary())
+    def _route(self, method: str, target: str, authorization: str) -> Reply:
+        if self.config.token and not hmac.compare_digest(authorization.encode(),
+                                                         f"Bearer {self.config.token}".encode()):
+            return _json({"error": "unauthorized"}, status=401)
+        path = target.split("?", 1)[0]
+        if path not in ("/healthz", "/readyz", "/status", "/metrics"):
+            return 404, b"404: Not Found", _TEXT
+        if method not in ("GET", "HEAD"):
+            return 405, b"405: Method Not Allowed", _TEXT
+        if path == "/healthz":
+            # Answering at all proves the event loop is responsive: that is what liveness means here.
+            return _json(self._summary())
+        if path == "/readyz":
+            ok, reasons = self._ready()
+            return _json({"ready": ok, "reasons": reasons}, status=200 if ok else 503)
+        if path == "/status":
+            return _json(self._status())
+        return 200, self._metrics(), _TEXT
 
-    async def _readyz(self, _request: web.Request) -> web.Response:
-        ok, reasons = self._ready()
-        return _json({"ready": ok, "reasons": reasons}, status=200 if ok else 503)
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._clients.add(task)
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
+        try:
+            reply: Reply = 400, b"400: Bad Request", _TEXT
+            try:
+                async with asyncio.timeout(10):
+                    request = await self._read_request(conn, reader)
+                if request is None:
+                    return  # the client left without asking anything
+                authorization = next((v.decode("latin-1") for k, v in request.headers if k == b"authorization"), "")
+                reply = self._route(request.method.decode("ascii", "replace"),
+                                    request.target.decode("ascii", "replace"), authorization)
+            except (h11.RemoteProtocolError, TimeoutError):
+                request = None  # answer 400 when the protocol still allows it (h11 raises otherwise)
+            status, body, content_type = reply
+            headers = [("Content-Type", content_type), ("Content-Length", str(len(body))),
+                       ("X-Content-Type-Options", "nosniff"), ("Connection", "close")]
+            data = conn.send(h11.Response(status_code=status, headers=headers)) or b""
+            if request is None or request.method != b"HEAD":
+                data += conn.send(h11.Data(data=body)) or b""
+            data += conn.send(h11.EndOfMessage()) or b""
+            writer.write(data)
+            await writer.drain()
+        except (OSError, h11.LocalProtocolError):
+            pass
+        finally:
+            writer.close()
+            if task is not None:
+                self._clients.discard(task)
 
-    async def _status_view(self, _request: web.Request) -> web.Response:
-        return _json(self._status())
-
-    async def _metrics_view(self, _request: web.Request) -> web.Response:
-        return web.Response(body=self._metrics(), content_type="text/plain", charset="utf-8",
-                            headers={"X-Content-Type-Options": "nosniff"})
+    @staticmethod
+    async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader) -> h11.Request | None:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await reader.read(16 * 1024))
+                continue
+            if isinstance(event, h11.Request):
+                return event
+            return None  # ConnectionClosed before a request

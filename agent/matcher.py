@@ -40,6 +40,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from agent.lazy import lazy_import
+
 try:  # optional fast engines: the agent must still work (slower) without them
     import hyperscan as _hs
 except Exception as exc:  # pragma: no cover - depends on the platform (x86-64 only wheels)
@@ -48,9 +50,9 @@ except Exception as exc:  # pragma: no cover - depends on the platform (x86-64 o
 else:
     _HS_MISSING = ""
 
-try:
-    import re2 as _re2
-except Exception as exc:  # pragma: no cover - depends on the platform
+try:  # the fallback engine: imported on first use, ~1.5 MiB an agent on hyperscan never needs
+    _re2: Any = lazy_import("re2")
+except ImportError as exc:  # pragma: no cover - depends on the platform
     _re2 = None
     _RE2_MISSING = f"{type(exc).__name__}: {exc}"
 else:

@@ -22,20 +22,26 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import aiohttp
 import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent import __version__
+from agent.lazy import lazy_import
 from agent.logsetup import REDACTOR
 from agent.outbox import Commit, Outbox, PendingEvent, QueuedEvent
 from agent.units import Duration
 
 log = structlog.get_logger(__name__)
+
+# ~10 MiB of RSS: imported when the first event is sent (a dry run or an agent with nothing to say never does)
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy_import("aiohttp")
 
 DEFAULT_BASE_URL = "https://api.flashcat.cloud/event/push/alert/standard"
 RETRYABLE_STATUS = {408, 425, 429}

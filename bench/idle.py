@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from common import (
+    Fake,
+    LineCounter,
     agent_config,
     cpu_seconds,
     free_port,
@@ -18,7 +21,7 @@ from common import (
     proc_status,
     start_agent,
 )
-from logdata import rules_yaml
+from logdata import _rare_line, rules_yaml
 
 
 class _Listener:
@@ -48,7 +51,9 @@ class _Listener:
 
 
 def _one(workdir: Path, files: int, window: float, settle: float, tail_opts: str = "",
-         with_checks: bool = True) -> dict[str, Any]:
+         with_checks: bool = True, fire: bool = False) -> dict[str, Any]:
+    """``fire``: before measuring, one matching line is appended and its event delivered to a local fake
+    (the HTTP client is loaded from then on: the RSS of an agent that has alerted once)."""
     wd = fresh_dir(workdir)
     logdir = wd / "logs"
     logdir.mkdir()
@@ -62,15 +67,25 @@ def _one(workdir: Path, files: int, window: float, settle: float, tail_opts: str
         checks.append(f"  - name: port-{i}\n    tcp: {{host: 127.0.0.1, port: {listener.port}}}\n"
                       f"    interval: {10 + 2 * i}s")
     hport = free_port()
+    fake = Fake(free_port(), wd) if fire else None
     logs = f"logs:\n  - name: services\n    paths: [{logdir}/*.log]\n{tail_opts}    rules:\n{rules_yaml()}"
     cfg = wd / "config.yaml"
-    cfg.write_text(agent_config(state_dir=wd / "state", health_port=hport, push_port=free_port(), logs_yaml=logs,
-                                checks_yaml="\n".join(checks) + "\n" if with_checks else "",
+    cfg.write_text(agent_config(state_dir=wd / "state", health_port=hport, push_port=fake.port if fake else free_port(),
+                                logs_yaml=logs, checks_yaml="\n".join(checks) + "\n" if with_checks else "",
                                 max_per_second=100, max_per_minute=1000,
                                 outbox="max_bytes: 256MiB", resolve_after="10m"))
     agent = start_agent(cfg, hport, wd / "agent.log")
     try:
         ready = agent.wait_ready()
+        if fake is not None:
+            fake.start()
+            with open(logdir / "svc-0000.log", "a") as fh:
+                fh.write(_rare_line(random.Random(1), 0, 0) + "\n")
+            counter = LineCounter(fake.out)
+            deadline = time.monotonic() + 30
+            while counter.poll() < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            counter.close()
         time.sleep(settle)
         health = agent.healthz()
         c0, t0 = cpu_seconds(agent.pid), time.monotonic()
@@ -90,6 +105,8 @@ def _one(workdir: Path, files: int, window: float, settle: float, tail_opts: str
     finally:
         agent.stop()
         listener.close()
+        if fake is not None:
+            fake.stop()
 
 
 def bench_idle(workdir: Path, runs: int, files: int, window: float, settle: float) -> list[dict[str, Any]]:
@@ -102,6 +119,7 @@ def bench_idle(workdir: Path, runs: int, files: int, window: float, settle: floa
 
 
 DIAGNOSTICS = {  # one run each, to attribute the idle cost (not part of the target rows)
+    "same, after one event was delivered (HTTP client loaded)": {"fire": True},
     "same with `max_open_files: 4096`": {"tail_opts": "    max_open_files: 4096\n"},
     "same without the 20 checks": {"with_checks": False},
     "200 files (max_open_files default), no checks": {"files": 200, "with_checks": False},

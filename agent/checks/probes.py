@@ -21,11 +21,8 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
-
-import aiohttp
-import psutil
 
 from agent.checks.command import run_command
 from agent.checks.config import (
@@ -39,6 +36,17 @@ from agent.checks.config import (
     TcpProbe,
 )
 from agent.checks.result import CheckResult, PerfData, RawStatus, worst
+from agent.lazy import lazy_import
+
+# imported when an http or resource check first runs: an agent without such checks never pays their RSS
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy_import("aiohttp")
+if TYPE_CHECKING:
+    import psutil
+else:
+    psutil = lazy_import("psutil")
 
 T = TypeVar("T")
 
