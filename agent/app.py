@@ -134,12 +134,23 @@ class Agent:
             self._background.append(asyncio.create_task(watchdog_loop(self.notifier, interval), name="watchdog"))
         if self.config_path:
             self._background.append(asyncio.create_task(self._watch_config(), name="config-watch"))
+        await self._first_scans()
         self.ready = True
         release_freed_memory()
         self.notifier.ready(status=f"dutytail {__version__}: {len(self.sources)} sources, "
                                    f"{len(self.config.checks)} checks")
         log.info("agent_ready", version=__version__, sources=list(self.sources), checks=len(self.config.checks),
                  outputs=[s.status()["url"] for s in self.senders.values()], state_dir=self.config.state_dir)
+
+    async def _first_scans(self, timeout: float = 30.0) -> None:
+        """READY=1 (systemd starts dependent units on it) and /readyz wait until every log source has opened
+        its files: with `start_at: end`, a line written after that is delivered, never taken for history."""
+        deadline = time.monotonic() + timeout
+        while not all(getattr(rt.source, "initial_done", True) for rt in self.sources.values()):
+            if time.monotonic() > deadline:
+                log.warning("first_scan_slow_reporting_ready_anyway", timeout_s=timeout)
+                return
+            await asyncio.sleep(0.02)  # startup only: a few polls while the worker thread scans
 
     async def shutdown(self) -> None:
         """Stop sources, commit what they read, flush what can be sent in time, keep the rest on disk."""
@@ -627,6 +638,8 @@ class Agent:
         for name, runtime in self.sources.items():
             if any(t.done() for t in runtime.tasks):
                 reasons.append(f"source {name} is not running")
+            elif not getattr(runtime.source, "initial_done", True):
+                reasons.append(f"source {name}: first scan of its files not finished")
         for name, task in self.sender_tasks.items():
             if task.done():
                 reasons.append(f"sender {name} is not running")

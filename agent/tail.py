@@ -361,6 +361,12 @@ class Tailer:
 
     # ------------------------------------------------------------------------------------------ public API
 
+    @property
+    def initial_done(self) -> bool:
+        """The first scan has opened every matching file (with ``start_at: end``, fixed where reading starts):
+        until then a line written now might be taken for history and skipped, so the agent is not ready."""
+        return self._initial_done
+
     async def run(self, queue: asyncio.Queue[Batch]) -> None:
         """Put batches on ``queue`` until cancelled; ``put`` on a bounded queue gives backpressure."""
         if self._started:

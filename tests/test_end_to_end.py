@@ -161,3 +161,21 @@ async def test_dry_run_prints_exact_json_body(tmp_path: Path) -> None:
     assert body["title_rule"] == "DB timeout on orders" and body["event_status"] == "Critical"
     assert proc.returncode == 0, err.decode()
     assert b'"agent_ready"' in err  # logs went to stderr, stdout holds only event bodies
+
+
+async def test_line_written_right_after_ready_is_delivered_with_start_at_end(tmp_path: Path, fake: FakeFlashduty,
+                                                                            agent_process) -> None:
+    """/readyz waits for the first scan: with many files, a line appended the moment the agent says ready
+    must not be taken for history (start_at: end fixes where reading starts when a file is first opened)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for i in range(400):
+        (logs / f"svc-{i:03d}.log").write_text("ERROR timeout after 1ms on old id=1\n")  # history: skipped
+    agent = agent_process(CONFIG.format(url=fake.url).replace("start_at: beginning", "start_at: end"))
+    agent.start()
+    await agent.wait_ready()
+    with (logs / "svc-399.log").open("a") as f:
+        f.write("ERROR timeout after 5ms on orders id=42\n")
+    await fake.wait_for_events(1, timeout=15)
+    assert ids(fake.events) == [42]
+    assert agent.stop() == 0
