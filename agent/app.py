@@ -675,6 +675,7 @@ class Agent:
         }
 
     def metrics_snapshot(self) -> dict[str, Any]:
+        checks = self.checks.status() if self.checks is not None else {}
         def per_source(attr: str) -> dict[tuple[str, ...], float]:
             values: dict[tuple[str, ...], float] = {}
             for name, runtime in self.sources.items():
@@ -695,6 +696,8 @@ class Agent:
             "suppressed": {(k,): float(v) for k, v in self.engine.stats.suppressed.items()},
             "check_runs": {k: float(v) for k, v in self.check_runs.items()},
             "source_paused": {(k,): v for k, v in self.source_paused_seconds.items()},
+            "check_overruns": {(k,): float(v["skipped_overruns"]) for k, v in checks.items()},
+            "check_callback_errors": {(k,): float(v["callback_errors"]) for k, v in checks.items()},
             "outbox_depth": self.outbox.stats.depth,
             "outbox_bytes": self.outbox.stats.bytes,
             "outbox_oldest_age": self.outbox.oldest_age() or 0,

@@ -61,6 +61,10 @@ class _SnapshotCollector(Collector):
              snap["suppressed"]),
             ("dutytail_source_paused_seconds", "Seconds a source waited for open alerts to resolve "
              "(alerts.max_open_alerts half full).", ["source"], snap["source_paused"]),
+            ("dutytail_check_skipped_overruns", "Check runs skipped because the previous run was still going.",
+             ["check"], snap["check_overruns"]),
+            ("dutytail_check_callback_errors", "Check results the agent failed to process (a bug; logged).",
+             ["check"], snap["check_callback_errors"]),
             ("dutytail_check_runs", "Check runs by check and raw status.", ["check", "status"], snap["check_runs"]),
         ]
         for name, doc, labels, values in counters:

@@ -522,6 +522,10 @@ async def test_endpoints_shapes_token_and_remote_listen(tmp_path: Path, fake: Fa
     agent = agent_process(config_text(fake.url, health_extra=f"  token: {token}\n"))
     agent.start()
     await eventually(lambda: _code(agent, "/healthz") == 401, 30, "the token-protected agent to answer 401")
+    for _ in range(600):  # the endpoints answer before the first scan is done; ready comes a moment later
+        if (await fetch(agent, "/readyz", token=token)).status == 200:
+            break
+        await asyncio.sleep(0.05)
     for path in ("/healthz", "/readyz", "/status", "/metrics"):
         assert (await fetch(agent, path)).status == 401, path
         assert (await fetch(agent, path, token="wrong")).status == 401, path
