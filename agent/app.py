@@ -39,17 +39,18 @@ from agent.tail import Batch, Checkpoint, Tailer
 log = structlog.get_logger(__name__)
 
 
-def release_freed_memory() -> None:
-    """Hand memory freed during startup or a reload (hyperscan's compiler, config parsing) back to the OS:
-    glibc keeps it mapped otherwise, ~3 MiB of an idle agent's RSS."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc; elsewhere there is nothing to trim
-
 SEEN_MARKER = "__dutytail_source_seen__"  # checkpoint key recording that a source has started once
 QUEUE_BATCHES = 8  # bounded queue between a source and its pipeline: backpressure, bounded memory
 HITS_PER_ROOM_CHECK = 1000  # matches fed to the alert engine between checks for alert capacity
 MAX_QUEUED_EVENTS = 10_000  # events waiting for the committer before pipelines pause
 ALERT_ROOM_WAIT = 5.0  # a crowded engine pauses a source only for resolves due within this many seconds
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed during startup or a reload (hyperscan's compiler, config parsing) back to the OS:
+    glibc keeps it mapped otherwise, ~3 MiB of an idle agent's RSS."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc; elsewhere there is nothing to trim
 
 
 @dataclass
