@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tests.conftest import wait_until
 from tests.fake_flashduty import FakeFlashduty
+from tests.ops_helpers import metric
 
 CONFIG = """
 state_dir: ./state
@@ -32,13 +33,6 @@ logs:
 """
 
 
-def metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def write_jobs(path: Path, count: int) -> None:
     path.parent.mkdir(exist_ok=True)
     path.write_text("".join(f"worker: job {i} failed: exit status 1\n" for i in range(count)))
@@ -57,8 +51,8 @@ async def test_backlog_of_quickly_resolving_alerts_pauses_the_source_and_loses_n
     assert len(by_key) == 60 and all(seq == ["Warning", "Ok"] for seq in by_key.values())
     status, text = agent.get("/metrics")
     assert status == 200
-    assert metric(text, 'dutytail_source_paused_seconds_total{source="jobs"}') > 0
-    assert metric(text, 'dutytail_events_suppressed_total{reason="max_open_alerts"}') == 0
+    assert (metric(text, "dutytail_source_paused_seconds_total", source="jobs") or 0) > 0
+    assert metric(text, "dutytail_events_suppressed_total", reason="max_open_alerts") is None  # never counted
     assert agent.stop() == 0
 
 
@@ -78,6 +72,6 @@ async def test_at_capacity_new_alerts_are_suppressed_counted_and_summarised(
     summary = next(e for e in fake.events if e["labels"].get("rule") == "storm-control")
     assert "suppressed 6 event(s)" in summary["description"]
     _, text = agent.get("/metrics")
-    assert metric(text, 'dutytail_events_suppressed_total{reason="max_open_alerts"}') == 6
+    assert metric(text, "dutytail_events_suppressed_total", reason="max_open_alerts") == 6
     assert agent.stop() == 0
     assert "alert_capacity_reached_new_alerts_suppressed" in agent.logs()
