@@ -11,6 +11,7 @@ The clock is injected: the agent passes wall time, ``dutytail test-rule`` passes
 
 from __future__ import annotations
 
+import bisect
 import collections
 import functools
 import json
@@ -397,11 +398,8 @@ class AlertEngine:
 
     def _allowed(self, key: str, now: float) -> str | None:
         """None when storm control lets an event for ``key`` through, else the reason it does not."""
-        sends = self._key_sends.get(key)
-        if sends and sends[0] <= now - 60:
-            del sends[: sum(1 for t in sends if t <= now - 60)]
-        else:
-            sends = sends or []
+        sends = self._key_sends.get(key, [])
+        del sends[: bisect.bisect_right(sends, now - 60)]  # send times are in order
         while self._global_sends and self._global_sends[0][0] <= now - 60:
             self._global_total -= self._global_sends.popleft()[1]
         if len(sends) >= self.config.max_events_per_key_per_minute:
