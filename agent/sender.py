@@ -186,10 +186,6 @@ class SendOutcome:
 
 def classify(status: int, body: Any, headers: Any) -> SendOutcome:
     """Turn an HTTP answer into success / retryable / permanent, per the protocol notes."""
-    if status == 200 and isinstance(body, dict) and not body.get("error"):  # the common case, first
-        data = body.get("data")
-        return SendOutcome(True, False, status, request_id=str(body.get("request_id", "")),
-                           alert_key=str(data.get("alert_key", "")) if isinstance(data, dict) else "")
     error = body.get("error") if isinstance(body, dict) else None
     request_id = str(body.get("request_id", "")) if isinstance(body, dict) else ""
     retry_after = parse_retry_after(headers.get("Retry-After")) if headers is not None else None
