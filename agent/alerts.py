@@ -335,9 +335,13 @@ class AlertEngine:
         self._changed.add(key)
         return self._notify(state, status, now)
 
-    def _over_capacity(self, key: str, rule: str, now: float) -> None:
-        self.stats.suppressed["max_open_alerts"] += 1
+    def _count_suppressed(self, reason: str, now: float) -> None:
+        """Every suppressed event is counted by reason and feeds the storm-control summary."""
+        self.stats.suppressed[reason] += 1
         self._storm_window.append((now, 1))
+
+    def _over_capacity(self, key: str, rule: str, now: float) -> None:
+        self._count_suppressed("max_open_alerts", now)
         self._capacity_unlogged += 1
         if now - self._capacity_logged >= 60:
             log.warning("alert_capacity_reached_new_alerts_suppressed", max_open_alerts=self.config.max_open_alerts,
@@ -412,8 +416,7 @@ class AlertEngine:
         reason = self._allowed(state.key, now)
         if reason is not None:
             state.suppressed += 1
-            self.stats.suppressed[reason] += 1
-            self._storm_window.append((now, 1))
+            self._count_suppressed(reason, now)
             if not reminder:
                 state.owed = True
             return []
