@@ -147,11 +147,15 @@ class Agent:
         """READY=1 (systemd starts dependent units on it) and /readyz wait until every log source has opened
         its files: with `start_at: end`, a line written after that is delivered, never taken for history."""
         deadline = time.monotonic() + timeout
-        while not all(getattr(rt.source, "initial_done", True) for rt in self.sources.values()):
+        while any(not self._first_scan_done(rt) for rt in self.sources.values()):
             if time.monotonic() > deadline:
                 log.warning("first_scan_slow_reporting_ready_anyway", timeout_s=timeout)
                 return
             await asyncio.sleep(0.02)  # startup only: a few polls while the worker thread scans
+
+    @staticmethod
+    def _first_scan_done(runtime: SourceRuntime) -> bool:
+        return bool(getattr(runtime.source, "initial_done", True))  # journald has no files to scan
 
     async def shutdown(self) -> None:
         """Stop sources, commit what they read, flush what can be sent in time, keep the rest on disk."""
@@ -639,7 +643,7 @@ class Agent:
         for name, runtime in self.sources.items():
             if any(t.done() for t in runtime.tasks):
                 reasons.append(f"source {name} is not running")
-            elif not getattr(runtime.source, "initial_done", True):
+            elif not self._first_scan_done(runtime):
                 reasons.append(f"source {name}: first scan of its files not finished")
         for name, task in self.sender_tasks.items():
             if task.done():
