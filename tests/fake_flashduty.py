@@ -905,13 +905,9 @@ def main(argv: list[str] | None = None) -> None:
         "--history", action="store_true", help="keep every request in memory (default: counters only)"
     )
     args = parser.parse_args(argv)
-    loop_factory = None
-    with contextlib.suppress(ImportError):  # the fake must not be the bottleneck of a benchmark
-        import uvloop
+    from agent.cli import run_async  # the agent's loop choice (uvloop): the fake must not be a bench's bottleneck
 
-        loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(_serve(args))
+    run_async(_serve(args))
 
 
 if __name__ == "__main__":
