@@ -33,17 +33,21 @@ logs:
 """
 
 
-def write_jobs(path: Path, count: int) -> None:
-    path.parent.mkdir(exist_ok=True)
-    path.write_text("".join(f"worker: job {i} failed: exit status 1\n" for i in range(count)))
+async def start_with_jobs(tmp_path: Path, fake: FakeFlashduty, agent_process, *, jobs: int, cap: int,
+                          resolve_after: str):
+    """An agent whose log already holds ``jobs`` failed jobs, each a distinct alert."""
+    logs = tmp_path / "logs"
+    logs.mkdir(exist_ok=True)
+    (logs / "jobs.log").write_text("".join(f"worker: job {i} failed: exit status 1\n" for i in range(jobs)))
+    agent = agent_process(CONFIG.format(url=fake.url, cap=cap, resolve_after=resolve_after))
+    agent.start()
+    await agent.wait_ready()
+    return agent
 
 
 async def test_backlog_of_quickly_resolving_alerts_pauses_the_source_and_loses_nothing(
         tmp_path: Path, fake: FakeFlashduty, agent_process) -> None:
-    write_jobs(tmp_path / "logs" / "jobs.log", 60)
-    agent = agent_process(CONFIG.format(url=fake.url, cap=20, resolve_after="1s"))
-    agent.start()
-    await agent.wait_ready()
+    agent = await start_with_jobs(tmp_path, fake, agent_process, jobs=60, cap=20, resolve_after="1s")
     await fake.wait_for_events(120, timeout=60)
     by_key: dict[str, list[str]] = {}
     for event in fake.events:
@@ -58,10 +62,7 @@ async def test_backlog_of_quickly_resolving_alerts_pauses_the_source_and_loses_n
 
 async def test_at_capacity_new_alerts_are_suppressed_counted_and_summarised(
         tmp_path: Path, fake: FakeFlashduty, agent_process) -> None:
-    write_jobs(tmp_path / "logs" / "jobs.log", 10)
-    agent = agent_process(CONFIG.format(url=fake.url, cap=4, resolve_after="1h"))
-    agent.start()
-    await agent.wait_ready()
+    agent = await start_with_jobs(tmp_path, fake, agent_process, jobs=10, cap=4, resolve_after="1h")
 
     def summarised() -> bool:
         return any(e["labels"].get("rule") == "storm-control" for e in fake.events)
