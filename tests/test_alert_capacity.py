@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import wait_until
+from tests.conftest import AgentProcess, wait_until
 from tests.fake_flashduty import FakeFlashduty
 from tests.ops_helpers import metric
 
@@ -34,7 +34,7 @@ logs:
 
 
 async def start_with_jobs(tmp_path: Path, fake: FakeFlashduty, agent_process, *, jobs: int, cap: int,
-                          resolve_after: str):
+                          resolve_after: str) -> AgentProcess:
     """An agent whose log already holds ``jobs`` failed jobs, each a distinct alert."""
     logs = tmp_path / "logs"
     logs.mkdir(exist_ok=True)
