@@ -286,10 +286,7 @@ class Agent:
     async def _evaluate(self, name: str, runtime: SourceRuntime, batch: Batch) -> Commit:
         hits = []
         if batch.lines and runtime.ruleset.matcher is not None:
-            hits = await asyncio.to_thread(runtime.ruleset.evaluate, batch.lines, batch.data)
-            if batch.fields:  # per-line source fields (journald unit, priority ...) feed templates
-                for hit in hits:
-                    hit.groups = {**batch.fields[hit.line_index], **hit.groups}
+            hits = await asyncio.to_thread(runtime.ruleset.evaluate, batch.lines, batch.data, batch.fields)
         events: list[QueuedEvent] = []
         # small enough steps that a crowded (half full) engine cannot overflow within one step
         step = max(1, min(HITS_PER_ROOM_CHECK, self.engine.config.max_open_alerts // 4))

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from agent.lazy import lazy_import
+from agent.lines import LineChunk
 
 try:  # optional fast engines: the agent must still work (slower) without them
     import hyperscan as _hs
@@ -747,13 +748,13 @@ class MultiMatcher:
             variant = self._ascii if chunk.isascii() else self._uni
             # The newline count comes out of the candidate pass (no separate pass over the chunk); a
             # mismatch means some line holds "\n" (journald records can) or `data` did not fit the lines.
-            if self._candidates(variant, chunk, n_pat, keys) != n_lines - 1:
+            if self._candidate_keys(variant, chunk, n_pat, keys) != n_lines - 1:
                 chunk = None
         if chunk is None:
             keys.clear()
             chunk, special = self._encode_per_line(lines)
             variant = self._ascii if chunk.isascii() else self._uni
-            self._candidates(variant, chunk, n_pat, keys)
+            self._candidate_keys(variant, chunk, n_pat, keys)
         for j in variant.always:
             keys.update(range(j, n_lines * n_pat, n_pat))
         for i in special:  # lines the fast engine could not see faithfully: every pattern, plain re
@@ -766,6 +767,30 @@ class MultiMatcher:
             m = search[j](lines[i])
             if m is not None:
                 append((i, j, m))
+        return out
+
+    def scan_chunk(self, chunk: LineChunk) -> list[tuple[int, re.Match[str]]]:
+        """(pattern index, match) for every (line, pattern) where ``search`` matches, in line order.
+
+        Same answer as :meth:`scan` on the chunk's lines, but only the lines the fast engine nominates are
+        ever decoded; each match's ``.string`` is its line. A pattern ``re`` must run on every line (see
+        :meth:`describe`) takes the whole chunk back to the per-line path.
+        """
+        data = chunk.data
+        if not self.patterns or not len(chunk):
+            return []
+        variant = self._ascii if data.isascii() else self._uni
+        if self.engine == "re" or variant.always or variant.program is None:
+            lines = list(chunk)
+            return [(j, m) for _, j, m in self.scan(lines, data)]
+        search = self._search
+        out: list[tuple[int, re.Match[str]]] = []
+        for start, end, patterns in self._candidate_lines(variant, data):
+            line = data[start:end].decode("utf-8")
+            for j in sorted(set(patterns)):
+                m = search[j](line)
+                if m is not None:
+                    out.append((j, m))
         return out
 
     def _scan_re(self, lines: Sequence[str]) -> list[LineMatch]:
@@ -815,13 +840,24 @@ class MultiMatcher:
             special.append(i)
         return b"\n".join(parts), special
 
-    def _candidates(self, variant: _Variant, chunk: bytes, n_pat: int, keys: set[int]) -> int:
+    def _candidate_keys(self, variant: _Variant, chunk: bytes, n_pat: int, keys: set[int]) -> int:
         """Add ``line * n_pat + pattern`` keys the fast engine nominates; return the chunk's newline count."""
-        if variant.program is None:
-            return chunk.count(b"\n")
+        count = chunk.count
+        line = pos = 0
+        if variant.program is not None:
+            for start, _end, patterns in self._candidate_lines(variant, chunk):
+                line += count(b"\n", pos, start)
+                pos = start
+                base = line * n_pat
+                keys.update(base + j for j in patterns)
+        return line + count(b"\n", pos)
+
+    def _candidate_lines(self, variant: _Variant, chunk: bytes) -> list[tuple[int, int, list[int]]]:
+        """(start, end, pattern indexes) of every line the fast engine nominates, in order; ``chunk[start:end]``
+        is the line. No newline counting: the chunk path never needs line numbers."""
         if self.engine == "hyperscan":
-            return self._hyperscan_candidates(variant, chunk, n_pat, keys)
-        return self._re2_candidates(variant, chunk, n_pat, keys)
+            return self._hyperscan_lines(variant, chunk)
+        return self._re2_lines(variant, chunk)
 
     def _scratch(self, variant: _Variant) -> Any:
         """Per-thread hyperscan scratch (a scratch must never be used by two scans at once)."""
@@ -832,50 +868,54 @@ class MultiMatcher:
             setattr(self._tls, key, scratch)
         return scratch
 
-    def _hyperscan_candidates(self, variant: _Variant, chunk: bytes, n_pat: int, keys: set[int]) -> int:
+    def _hyperscan_lines(self, variant: _Variant, chunk: bytes) -> list[tuple[int, int, list[int]]]:
         hits: list[int] = []
-        scratch = self._scratch(variant)
-        variant.program.scan(chunk, match_event_handler=_on_hs_match, context=hits, scratch=scratch)
-        count = chunk.count
+        variant.program.scan(chunk, match_event_handler=_on_hs_match, context=hits, scratch=self._scratch(variant))
         if not hits:
-            return count(b"\n")
+            return []
         hits.sort()
         mask = (1 << _HIT_SHIFT) - 1
-        line = pos = 0
-        add = keys.add
+        find, rfind = chunk.find, chunk.rfind
+        out: list[tuple[int, int, list[int]]] = []
+        line_end = -1
+        patterns: list[int] = []
         for hit in hits:
             end = hit >> _HIT_SHIFT
-            if end > pos:
+            if end > line_end:
                 # Matches are never empty and line text holds no "\n": a match belongs to the line holding
-                # offset end - 1, whose index is the number of newlines before `end`.
-                line += count(b"\n", pos, end)
-                pos = end
-            add(line * n_pat + (hit & mask))
-        return line + count(b"\n", pos)
+                # offset end - 1.
+                line_end = find(b"\n", end)
+                if line_end < 0:
+                    line_end = len(chunk)
+                patterns = []
+                out.append((rfind(b"\n", 0, end) + 1, line_end, patterns))
+            patterns.append(hit & mask)
+        return out
 
-    def _re2_candidates(self, variant: _Variant, chunk: bytes, n_pat: int, keys: set[int]) -> int:
+    def _re2_lines(self, variant: _Variant, chunk: bytes) -> list[tuple[int, int, list[int]]]:
         # The alternation only reports the leftmost alternative per position, so a hit says "this line is
         # worth checking", not which patterns match: the Set (or, failing that, every covered pattern)
         # says which ones to confirm with re. Then the search resumes at the next line.
         search = variant.program.search
         covered = variant.covered
         line_match = variant.line_set.Match if variant.line_set is not None else None
-        find, rfind, count = chunk.find, chunk.rfind, chunk.count
-        pos = line = 0
+        find, rfind = chunk.find, chunk.rfind
+        out: list[tuple[int, int, list[int]]] = []
+        pos = 0
         while True:
             m = search(chunk, pos)
             if m is None:
-                return line + count(b"\n", pos)
+                return out
             start = m.start()
-            line += count(b"\n", pos, start)
-            base = line * n_pat
+            line_start = rfind(b"\n", 0, start) + 1
             nl = find(b"\n", start)
+            line_end = nl if nl >= 0 else len(chunk)
             if line_match is None:
-                keys.update(base + j for j in covered)
+                out.append((line_start, line_end, list(covered)))
             else:
-                text = chunk[rfind(b"\n", 0, start) + 1 : nl if nl >= 0 else len(chunk)]
-                keys.update(base + covered[k] for k in line_match(text) or ())
+                found = line_match(chunk[line_start:line_end]) or ()
+                if found:
+                    out.append((line_start, line_end, [covered[k] for k in found]))
             if nl < 0:
-                return line
+                return out
             pos = nl + 1
-            line += 1

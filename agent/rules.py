@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from agent.events import template_fields, validate_template
+from agent.lines import LineChunk
 from agent.matcher import MultiMatcher
 from agent.units import Duration
 
@@ -142,7 +143,6 @@ class Hit:
     kind: Literal["fire", "resolve"]
     line: str
     groups: dict[str, str]
-    line_index: int
 
 
 class RuleSet:
@@ -161,19 +161,34 @@ class RuleSet:
         self._excludes = [_compile(r.exclude) if r.exclude else None for r in self.rules]
         self.matcher = _matcher(tuple(patterns)) if patterns else None
 
-    def evaluate(self, lines: Sequence[str], data: bytes | None = None) -> list[Hit]:
-        """Hits in line order. Runs in a worker thread: pure CPU, no shared mutable state."""
+    def evaluate(self, lines: Sequence[str], data: bytes | None = None,
+                 fields: Sequence[dict[str, str]] | None = None) -> list[Hit]:
+        """Hits in line order. Runs in a worker thread: pure CPU, no shared mutable state.
+
+        ``fields``: per-line source fields (journald unit, priority ...), under the line's named groups.
+        A :class:`LineChunk` is scanned without decoding the lines no rule can match.
+        """
         if self.matcher is None or not lines:
             return []
+        found: list[tuple[int, re.Match[str]]]
+        per_line: list[dict[str, str]] | None = None
+        if isinstance(lines, LineChunk):
+            found = self.matcher.scan_chunk(lines)
+        else:
+            scanned = self.matcher.scan(lines, data)
+            found = [(j, m) for _, j, m in scanned]
+            if fields is not None:
+                per_line = [fields[i] for i, _, _ in scanned]
         hits: list[Hit] = []
-        for line_index, pattern_index, match in self.matcher.scan(lines, data):
+        for n, (pattern_index, match) in enumerate(found):
+            extra = per_line[n] if per_line is not None else None
             rule_index, kind = self._pattern_owner[pattern_index]
-            line = lines[line_index]
+            line = match.string
             exclude = self._excludes[rule_index]
             if kind == "fire" and exclude is not None and exclude.search(line):
                 continue
             groups = {k: v for k, v in match.groupdict().items() if v is not None}
-            hits.append(Hit(rule_index, kind, line, groups, line_index))
+            hits.append(Hit(rule_index, kind, line, {**extra, **groups} if extra else groups))
         return hits
 
     def describe(self) -> dict[str, object]:

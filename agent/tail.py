@@ -28,7 +28,7 @@ import re
 import stat as statmod
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -36,6 +36,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent.fileid import fingerprint, glob_to_regex, has_magic, nearest_existing_dir, pread_exact, watch_base
+from agent.lines import LineChunk
 from agent.units import ByteSize, Duration
 
 log = structlog.get_logger(__name__)
@@ -134,7 +135,7 @@ class Checkpoint:
 class Batch:
     source: str
     path: str
-    lines: list[str]
+    lines: Sequence[str]  # a LineChunk on the fast path (agent/lines.py)
     checkpoint: Checkpoint | None
     finished: bool = False
     data: bytes | None = None
@@ -1211,7 +1212,7 @@ class Tailer:
             if self._rewritten(f, st):
                 self._truncated(f, st, out, now)
             f.size, f.mtime_ns = st.st_size, st.st_mtime_ns
-        lines: list[str] = []
+        lines: Sequence[str] = []
         data: bytes | None = None
         n = 0
         if f.read_pos < st.st_size:
@@ -1222,7 +1223,7 @@ class Tailer:
             f.last_error = None
         ml = self.config.multiline
         if ml and f.pending and now - f.pending_last >= ml.timeout and f.read_pos >= st.st_size:
-            lines.append("\n".join(f.pending))
+            lines = [*lines, "\n".join(f.pending)]
             f.pending = []
         if f.draining and f.read_pos >= st.st_size:
             if n or f.idle_since is None:
@@ -1320,7 +1321,7 @@ class Tailer:
         f.ckpt_skip = False
         f.size = 0
 
-    def _read(self, f: _File, size: int, now: float) -> tuple[list[str], bytes | None, int]:
+    def _read(self, f: _File, size: int, now: float) -> tuple[Sequence[str], bytes | None, int]:
         """Read one chunk and split it into complete lines; hold back a partial last line."""
         assert f.fd is not None
         # Read from the start of the held-back partial line (re-reading it, at most max_line_bytes) rather
@@ -1354,13 +1355,18 @@ class Tailer:
         complete = data[:last_nl] if last_nl >= 0 else b""
         rest = data[last_nl + 1 :] if last_nl >= 0 else data
         texts: list[str] = []
+        chunk: LineChunk | None = None
         starts: list[int] = []
         fast = True
         if last_nl >= 0:
-            texts, starts, fast = self._split(f, complete, start)
+            chunk = self._chunk(complete)
+            if chunk is None:
+                texts, starts, fast = self._split(f, complete, start)
             f.offset = start + last_nl + 1
         if len(rest) > max_line:
             line_start = start + (last_nl + 1 if last_nl >= 0 else 0)
+            if chunk is not None:
+                texts, chunk = list(chunk), None
             texts.append(self._truncate(f, rest))
             starts.append(line_start)
             self.stats.bytes_skipped += len(rest) - max_line
@@ -1372,6 +1378,9 @@ class Tailer:
                 f.tail = data[last_nl + 1 - _TAIL_BYTES : last_nl + 1]
             else:
                 f.tail = self._tail_bytes(f, f.offset)
+        if chunk is not None:
+            self.stats.lines_read += len(chunk)
+            return chunk, None, n
         self.stats.lines_read += len(texts)
         if self._ml_rx is not None:
             return self._assemble(f, texts, starts, now), None, n
@@ -1380,6 +1389,20 @@ class Tailer:
         if fast and self._utf8:
             return texts, complete, n
         return texts, "\n".join(texts).encode("utf-8", "surrogatepass"), n
+
+    def _chunk(self, complete: bytes) -> LineChunk | None:
+        """Complete lines handed on undecoded (see agent/lines.py): the common case of valid UTF-8 without
+        multiline records or over-long lines. None sends the chunk down the per-line path."""
+        if self._ml_rx is not None or not self._utf8:
+            return None
+        if len(complete) > self.config.max_line_bytes and self._may_have_long_line(complete):
+            return None
+        if not complete.isascii():
+            try:
+                complete.decode("utf-8")  # validity only; the matcher decodes the few lines it needs
+            except UnicodeDecodeError:
+                return None
+        return LineChunk(complete, complete.count(b"\n") + 1)
 
     def _split(self, f: _File, complete: bytes, start: int) -> tuple[list[str], list[int], bool]:
         """Decode complete lines; the fast path is one decode and one split per chunk (no per-line work)."""
@@ -1510,8 +1533,9 @@ class Tailer:
             self.stats.rotations += 1
             log.info("tail.draining", source=self.config.name, path=f.path, reason=reason, offset=f.offset)
 
-    def _finish(self, out: list[tuple[_File, Batch, int]], f: _File, lines: list[str]) -> None:
+    def _finish(self, out: list[tuple[_File, Batch, int]], f: _File, read: Sequence[str]) -> None:
         """The stream is done for good: emit what is left (a last unterminated line too) and forget it."""
+        lines = list(read)
         if f.read_pos > f.offset and not f.skipping and f.fd is not None:
             raw = pread_exact(f.fd, f.read_pos - f.offset, f.offset)
             text = self._truncate(f, raw) if len(raw) > self.config.max_line_bytes else self._decode(f, raw)
@@ -1539,7 +1563,7 @@ class Tailer:
         self,
         out: list[tuple[_File, Batch, int]],
         f: _File,
-        lines: list[str],
+        lines: Sequence[str],
         data: bytes | None,
         *,
         finished: bool = False,

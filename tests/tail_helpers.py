@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from agent.lines import LineChunk
 from agent.tail import Batch, Checkpoint, TailConfig, Tailer, TailStats
 
 LOGROTATE = "/usr/sbin/logrotate"
@@ -139,6 +140,11 @@ class Harness:
     def check_batch(batch: Batch) -> None:
         if batch.data is not None:
             assert batch.data == b"\n".join(line.encode() for line in batch.lines), "data != joined lines"
+        if isinstance(batch.lines, LineChunk):
+            assert batch.data is None
+            # the chunk's invariants, checked the slow way
+            assert batch.lines.data.decode("utf-8").split("\n") == list(batch.lines), "chunk != its lines"
+            assert len(batch.lines) == batch.lines.data.count(b"\n") + 1, "chunk line count"
         if batch.lines:
             assert batch.checkpoint is not None
         if batch.checkpoint is not None and not batch.finished:

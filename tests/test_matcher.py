@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent import matcher as matcher_mod
+from agent.lines import LineChunk
 from agent.matcher import MultiMatcher, available_engines
 
 ENGINES = available_engines()
@@ -125,6 +126,17 @@ def summary(results: list[tuple[int, int, re.Match[str]]]) -> list[tuple[Any, ..
 def check(m: MultiMatcher, lines: list[str], data: bytes | None = None) -> None:
     expected = summary(naive(list(m.patterns), lines))
     assert summary(m.scan(lines, data)) == expected
+    # The raw-chunk path (what the file source hands over) must give the same matches, in the same order.
+    # It only exists for lines a file can hold: no "\n" inside, valid UTF-8, at least one line.
+    try:
+        raw = "\n".join(lines).encode("utf-8")
+    except UnicodeEncodeError:
+        return
+    if lines and not any("\n" in line for line in lines):
+        chunk = LineChunk(raw, len(lines))
+        assert [(j, *rest) for _, j, *rest in expected] == [
+            (j, m.span(), m.groups(), m.groupdict(), m.string) for j, m in m.scan_chunk(chunk)
+        ]
 
 
 @pytest.fixture(scope="module", params=ENGINES)

@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from agent.fileid import glob_to_regex, watch_base
+from agent.lines import LineChunk
 from agent.tail import MultilineConfig, TailConfig
 from tests.tail_helpers import Harness, append, make_lines, wait_until
 
@@ -77,7 +78,8 @@ async def test_reads_existing_and_appended_lines(tmp_path: Path) -> None:
     await h.stop()
     h.assert_exactly(want, "append while running")
     assert h.stats.lines_read == 500
-    assert all(b.data is not None for b in h.batches if b.lines)
+    # the fast path: lines handed on as raw bytes, decoded only where a rule looks
+    assert all(isinstance(b.lines, LineChunk) for b in h.batches if b.lines)
 
 
 async def test_partial_last_line_is_held_across_restart(tmp_path: Path) -> None:

@@ -1,0 +1,52 @@
+"""A chunk of complete lines kept as the raw bytes read from a file, decoded only where someone looks.
+
+Why this exists: a log source hands the rules ~1 MiB chunks, and in a real log 99.9% of the lines match
+nothing. Decoding a chunk and splitting it into ~10,000 ``str`` objects cost more CPU than hyperscan's whole
+scan of it, and all of it under the GIL (which the sender needs too). So the file source hands over the bytes
+plus the line count; the matcher scans the bytes and decodes only the lines its engine nominates
+(``MultiMatcher.scan_chunk``). Anything that wants the lines as ``str`` still gets them (the sequence
+decodes and splits itself once, on first access), so correctness never depends on the fast path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import overload
+
+
+class LineChunk(Sequence[str]):
+    """Complete lines as valid UTF-8 bytes joined by single ``b"\\n"`` (no trailing newline).
+
+    The producer guarantees validity (ASCII, or checked by a strict decode) and that ``count`` is the number
+    of lines (newlines + 1); consumers rely on both without checking again.
+    """
+
+    __slots__ = ("_count", "_lines", "data")
+
+    def __init__(self, data: bytes, count: int) -> None:
+        self.data = data
+        self._count = count
+        self._lines: list[str] | None = None
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _decoded(self) -> list[str]:
+        if self._lines is None:
+            self._lines = self.data.decode("utf-8").split("\n")
+        return self._lines
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        return self._decoded()[index]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __repr__(self) -> str:
+        return f"<LineChunk lines={self._count} bytes={len(self.data)}>"
