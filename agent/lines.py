@@ -17,15 +17,17 @@ from typing import overload
 class LineChunk(Sequence[str]):
     """Complete lines as valid UTF-8 bytes joined by single ``b"\\n"`` (no trailing newline).
 
-    The producer guarantees validity (ASCII, or checked by a strict decode) and that ``count`` is the number
-    of lines (newlines + 1); consumers rely on both without checking again.
+    The producer guarantees validity (ASCII, or checked by a strict decode), that ``count`` is the number of
+    lines (newlines + 1) and that ``ascii`` is ``data.isascii()``; consumers rely on all three without
+    checking again (each check is a pass over the chunk).
     """
 
-    __slots__ = ("_count", "_lines", "data")
+    __slots__ = ("_count", "_lines", "ascii", "data")
 
-    def __init__(self, data: bytes, count: int) -> None:
+    def __init__(self, data: bytes, count: int, *, ascii: bool) -> None:
         self.data = data
         self._count = count
+        self.ascii = ascii
         self._lines: list[str] | None = None
 
     def __len__(self) -> int:

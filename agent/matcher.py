@@ -779,7 +779,7 @@ class MultiMatcher:
         data = chunk.data
         if not self.patterns or not len(chunk):
             return []
-        variant = self._ascii if data.isascii() else self._uni
+        variant = self._ascii if chunk.ascii else self._uni
         if self.engine == "re" or variant.always or variant.program is None:
             lines = list(chunk)
             return [(j, m) for _, j, m in self.scan(lines, data)]

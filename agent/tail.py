@@ -1397,12 +1397,13 @@ class Tailer:
             return None
         if len(complete) > self.config.max_line_bytes and self._may_have_long_line(complete):
             return None
-        if not complete.isascii():
+        ascii = complete.isascii()
+        if not ascii:
             try:
                 complete.decode("utf-8")  # validity only; the matcher decodes the few lines it needs
             except UnicodeDecodeError:
                 return None
-        return LineChunk(complete, complete.count(b"\n") + 1)
+        return LineChunk(complete, complete.count(b"\n") + 1, ascii=ascii)
 
     def _split(self, f: _File, complete: bytes, start: int) -> tuple[list[str], list[int], bool]:
         """Decode complete lines; the fast path is one decode and one split per chunk (no per-line work)."""

@@ -145,6 +145,7 @@ class Harness:
             # the chunk's invariants, checked the slow way
             assert batch.lines.data.decode("utf-8").split("\n") == list(batch.lines), "chunk != its lines"
             assert len(batch.lines) == batch.lines.data.count(b"\n") + 1, "chunk line count"
+            assert batch.lines.ascii == batch.lines.data.isascii(), "chunk ascii flag"
         if batch.lines:
             assert batch.checkpoint is not None
         if batch.checkpoint is not None and not batch.finished:

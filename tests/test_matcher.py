@@ -133,7 +133,7 @@ def check(m: MultiMatcher, lines: list[str], data: bytes | None = None) -> None:
     except UnicodeEncodeError:
         return
     if lines and not any("\n" in line for line in lines):
-        chunk = LineChunk(raw, len(lines))
+        chunk = LineChunk(raw, len(lines), ascii=raw.isascii())
         assert [(j, *rest) for _, j, *rest in expected] == [
             (j, m.span(), m.groups(), m.groupdict(), m.string) for j, m in m.scan_chunk(chunk)
         ]
@@ -309,3 +309,38 @@ def test_charset_oracle_equals_full_unicode_scan(atom: str) -> None:
     fast = oracle.atom(node, parsed.state.flags)
     full = oracle._scan_universe(node, parsed.state.flags)
     assert fast == full
+
+
+# ------------------------------------------------------------------------------------- rules over a chunk
+def test_rules_see_the_same_hits_in_a_raw_chunk_and_in_lines() -> None:
+    """The file source hands rules a LineChunk; journald hands them str lines. Same rules, same hits."""
+    from agent.rules import RuleConfig, RuleSet
+
+    rules = RuleSet([
+        RuleConfig(name="fail", match=r"FAIL (?P<job>\w+)", exclude=r"job=ignored",
+                   identity=["job"], resolve={"match": r"OK (?P<job>\w+)"}),
+        RuleConfig(name="disk", contains="No space left"),
+    ])
+    lines = ["boot", "FAIL backup in 3s", "FAIL café job=ignored", "naïve FAIL größe No space left",
+             "OK backup", "", "FAIL"]
+    raw = "\n".join(lines).encode()
+    chunk = LineChunk(raw, len(lines), ascii=raw.isascii())
+
+    def summary(hits: list[Any]) -> list[tuple[Any, ...]]:
+        return [(h.rule, h.kind, h.line, h.groups) for h in hits]
+
+    expected = [
+        (0, "fire", "FAIL backup in 3s", {"job": "backup"}),
+        (0, "fire", "naïve FAIL größe No space left", {"job": "größe"}),
+        (1, "fire", "naïve FAIL größe No space left", {}),
+        (0, "resolve", "OK backup", {"job": "backup"}),
+    ]
+    assert summary(rules.evaluate(lines)) == expected
+    assert summary(rules.evaluate(chunk)) == expected
+    assert chunk._lines is None, "the chunk path decoded the whole chunk"
+    fields = [{"unit": f"u{i}", "job": "from-field"} for i in range(len(lines))]
+    with_fields = rules.evaluate(lines, fields=fields)
+    assert [(h.line, h.groups) for h in with_fields][:2] == [
+        ("FAIL backup in 3s", {"unit": "u1", "job": "backup"}),  # a named group wins over a source field
+        ("naïve FAIL größe No space left", {"unit": "u3", "job": "größe"}),
+    ]
