@@ -9,6 +9,7 @@ backpressure is the bounded queue and the awaited commit.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
 import os
@@ -31,7 +32,7 @@ from agent.journal import JournalSource
 from agent.logsetup import REDACTOR
 from agent.metrics import Metrics
 from agent.outbox import Commit, Outbox, OutboxFull, QueuedEvent
-from agent.rules import RuleSet
+from agent.rules import Hit, RuleSet
 from agent.sdnotify import SystemdNotifier, watchdog_loop
 from agent.sender import OutputSender
 from agent.tail import Batch, Checkpoint, Tailer
@@ -41,6 +42,7 @@ log = structlog.get_logger(__name__)
 
 SEEN_MARKER = "__dutytail_source_seen__"  # checkpoint key recording that a source has started once
 QUEUE_BATCHES = 8  # bounded queue between a source and its pipeline: backpressure, bounded memory
+MATCH_AHEAD = 3  # batches of one source matched concurrently, ahead of the alert engine (see _pipeline)
 HITS_PER_ROOM_CHECK = 1000  # matches fed to the alert engine between checks for alert capacity
 MAX_QUEUED_EVENTS = 10_000  # events waiting for the committer before pipelines pause
 ALERT_ROOM_WAIT = 5.0  # a crowded engine pauses a source only for resolves due within this many seconds
@@ -260,33 +262,59 @@ class Agent:
     async def _pipeline(self, runtime: SourceRuntime) -> None:
         """Evaluate batches in order and hand their changes to the agent's one ordered committer, so
         matching batch N+1 overlaps the commit of batch N. ``runtime.queue.join()`` returns only once every
-        batch is committed."""
+        batch is committed.
+
+        Up to MATCH_AHEAD queued batches are matched at once in worker threads (rules are stateless, and
+        hyperscan releases the GIL, so a backlog scans on both cores) while the alert engine still takes
+        their hits strictly in order. Without it each batch waited for the event loop twice (hand-off to
+        the worker, result back) behind whatever the sender was doing, one batch at a time."""
         name = runtime.config.name
-        while True:
-            batch = await runtime.queue.get()
-            try:
-                change = await self._evaluate(name, runtime, batch)
-            except Exception as exc:
-                # A bug in one batch must not stop the source. Its checkpoint is not committed, so a
-                # restart re-reads it; until then its lines are skipped, and that is counted as a drop.
-                dropped = self.outbox.stats.dropped
-                dropped["pipeline_error_lines"] = dropped.get("pipeline_error_lines", 0) + len(batch.lines)
-                log.exception("pipeline_batch_failed", source=name, path=batch.path, lines=len(batch.lines),
-                              error=str(exc))
-                runtime.queue.task_done()
-                continue
+        ahead: collections.deque[tuple[Batch, asyncio.Future[list[Hit]]]] = collections.deque()
+        try:
+            while True:
+                if not ahead:
+                    batch = await runtime.queue.get()
+                    ahead.append((batch, self._match(runtime, batch)))
+                while len(ahead) < MATCH_AHEAD and not runtime.queue.empty():
+                    batch = runtime.queue.get_nowait()
+                    ahead.append((batch, self._match(runtime, batch)))
+                batch, matching = ahead.popleft()
+                await self._process_batch(name, runtime, batch, matching)
+        finally:
+            for _, matching in ahead:
+                matching.cancel()
 
-            def committed(runtime: SourceRuntime = runtime) -> None:
-                runtime.batches += 1
-                runtime.queue.task_done()
+    @staticmethod
+    def _match(runtime: SourceRuntime, batch: Batch) -> asyncio.Future[list[Hit]]:
+        if not batch.lines or runtime.ruleset.matcher is None:
+            done: asyncio.Future[list[Hit]] = asyncio.get_running_loop().create_future()
+            done.set_result([])
+            return done
+        return asyncio.ensure_future(
+            asyncio.to_thread(runtime.ruleset.evaluate, batch.lines, batch.data, batch.fields))
 
-            self._enqueue_commit(change, on_done=committed)
-            await self._commit_backpressure()
+    async def _process_batch(self, name: str, runtime: SourceRuntime, batch: Batch,
+                             matching: asyncio.Future[list[Hit]]) -> None:
+        try:
+            change = await self._evaluate(name, runtime, batch, await matching)
+        except Exception as exc:
+            # A bug in one batch must not stop the source. Its checkpoint is not committed, so a
+            # restart re-reads it; until then its lines are skipped, and that is counted as a drop.
+            dropped = self.outbox.stats.dropped
+            dropped["pipeline_error_lines"] = dropped.get("pipeline_error_lines", 0) + len(batch.lines)
+            log.exception("pipeline_batch_failed", source=name, path=batch.path, lines=len(batch.lines),
+                          error=str(exc))
+            runtime.queue.task_done()
+            return
 
-    async def _evaluate(self, name: str, runtime: SourceRuntime, batch: Batch) -> Commit:
-        hits = []
-        if batch.lines and runtime.ruleset.matcher is not None:
-            hits = await asyncio.to_thread(runtime.ruleset.evaluate, batch.lines, batch.data, batch.fields)
+        def committed(runtime: SourceRuntime = runtime) -> None:
+            runtime.batches += 1
+            runtime.queue.task_done()
+
+        self._enqueue_commit(change, on_done=committed)
+        await self._commit_backpressure()
+
+    async def _evaluate(self, name: str, runtime: SourceRuntime, batch: Batch, hits: list[Hit]) -> Commit:
         events: list[QueuedEvent] = []
         # small enough steps that a crowded (half full) engine cannot overflow within one step
         step = max(1, min(HITS_PER_ROOM_CHECK, self.engine.config.max_open_alerts // 4))

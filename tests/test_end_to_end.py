@@ -179,3 +179,27 @@ async def test_line_written_right_after_ready_is_delivered_with_start_at_end(tmp
     await fake.wait_for_events(1, timeout=15)
     assert ids(fake.events) == [42]
     assert agent.stop() == 0
+
+
+async def test_batches_matched_ahead_reach_the_alert_engine_in_file_order(tmp_path: Path, fake: FakeFlashduty,
+                                                                          agent_process) -> None:
+    """A backlog's batches are matched several at a time in worker threads; the alert engine must still see
+    them in file order, or fire/resolve pairs of one alert would be lost or swapped."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    pairs = 300
+    with (logs / "app.log").open("w") as f:
+        for i in range(pairs):  # ~150 bytes per pair: 4 KiB batches split the pairs across ~12 batches
+            f.write(f"ERROR timeout after {i}ms on orders id=0 seq={i:04d} {'.' * 40}\n")
+            f.write(f"recovered orders seq={i:04d} {'.' * 40}\n")
+    config = CONFIG.format(url=fake.url).replace("identity: [id]", "identity: []").replace(
+        "resolve: {after: 1h}", "resolve: {match: 'recovered (?P<x>\\w+)'}").replace(
+        'paths: ["./logs/*.log"]', 'paths: ["./logs/*.log"]\n    read_chunk_bytes: 4KiB')
+    agent = agent_process(config)
+    agent.start()
+    await agent.wait_ready()
+    await fake.wait_for_events(2 * pairs, timeout=60)
+    assert agent.stop() == 0
+    assert [e["event_status"] for e in fake.events] == ["Critical", "Ok"] * pairs
+    fired = [int(e["description"].split("seq=")[1][:4]) for e in fake.events if e["event_status"] == "Critical"]
+    assert fired == list(range(pairs))
