@@ -40,60 +40,79 @@ class Run:
 
 
 def run_agent(info: LogInfo, workdir: Path, timeout: float, prefix: list[str] | None = None,
-              outbox: str = "max_bytes: 8GiB", few_alerts: bool = False) -> Run:
+              outbox: str = "max_bytes: 8GiB", few_alerts: bool = False, endpoint_down: bool = False) -> Run:
     """Real agent from process start until the fake endpoint has every expected event.
 
     ``few_alerts``: rules without identity (20 alerts, 20 events in all); then "done" is when /metrics shows
     every line read and every match counted by the alert engine (polled every 0.1 s) and the 20 events arrived.
+    ``endpoint_down``: nothing listens on the push URL; "done" is when /metrics shows every line read and every
+    event committed to the outbox (durably queued), polled every 0.1 s. It times the agent's own work up to
+    the network, without the delivery competing for the GIL and without the endpoint competing for the cores.
+    The endpoint's own CPU seconds go to ``extra["endpoint_cpu"]`` (it shares the machine's cores).
     """
     wd = fresh_dir(workdir / "agent")
-    fake = Fake(free_port(), wd)
-    fake.start()
+    fake = None if endpoint_down else Fake(free_port(), wd)
+    if fake is not None:
+        fake.start()
     hport = free_port()
     rules = rules_yaml(identity=not few_alerts)
     logs = f"logs:\n  - name: bench\n    paths: [{info.path}]\n    start_at: beginning\n    rules:\n{rules}"
     expected = len(RULES) if few_alerts else info.matches
     cfg = wd / "config.yaml"
-    cfg.write_text(agent_config(state_dir=wd / "state", health_port=hport, push_port=fake.port, logs_yaml=logs,
+    cfg.write_text(agent_config(state_dir=wd / "state", health_port=hport,
+                                push_port=fake.port if fake is not None else free_port(), logs_yaml=logs,
                                 outbox=outbox))
     warm(info.path)
     agent = start_agent(cfg, hport, wd / "agent.log", prefix or ())
     pid = agent.pid
     if prefix:  # py-spy launched the agent: measure the child
         pid = _child(agent.pid)
-    counter = LineCounter(fake.out)
+    counter = LineCounter(fake.out) if fake is not None else None
     t_ready = t_read = None
+    poll_metrics = few_alerts or endpoint_down
     next_poll = 0.0
     try:
         deadline = time.monotonic() + timeout
         while True:
-            n = counter.poll()
-            if n >= expected and (t_read is not None or not few_alerts):
+            n = counter.poll() if counter is not None else 0
+            if t_read is not None and (endpoint_down or n >= expected):
+                break
+            if n >= expected and not poll_metrics:
                 break
             if not agent.alive():
                 return Run(time.time() - agent.started, ok=False, note=f"agent exited {agent.proc.returncode}")
             if time.monotonic() > deadline:
                 return Run(time.time() - agent.started, ok=False, note=f"timeout: {n}/{expected} events")
             if t_read is None and time.monotonic() >= next_poll:
-                next_poll = time.monotonic() + (0.1 if few_alerts else 0.25)
+                next_poll = time.monotonic() + (0.1 if poll_metrics else 0.25)
                 text = agent.metrics()
                 if text and t_ready is None:
                     t_ready = time.time() - agent.started
                 read = metric(text, "dutytail_lines_read_total") if text else None
-                matched = metric(text, "dutytail_rule_matches_total") if text else None
-                if read is not None and read >= info.lines and (matched or 0) >= info.matches:
+                if endpoint_down:
+                    done = metric(text, "dutytail_events_queued_total") if text else None
+                else:
+                    done = metric(text, "dutytail_rule_matches_total") if text else None
+                if read is not None and read >= info.lines and (done or 0) >= info.matches:
                     t_read = time.time() - agent.started
             time.sleep(0.02)
-        t_end = last_received_at(fake.out)
-        if few_alerts and t_read is not None:
-            t_end = max(t_end, agent.started + t_read)
+        if fake is not None:
+            t_end = last_received_at(fake.out)
+            if few_alerts and t_read is not None:
+                t_end = max(t_end, agent.started + t_read)
+        else:
+            assert t_read is not None
+            t_end = agent.started + t_read
         cpu = cpu_seconds(pid)
         rss = hwm_mib(pid)
         seconds = t_end - agent.started
         extra = {"ready_s": t_ready or float("nan"), "read_s": t_read or float("nan")}
+        if fake is not None and fake.proc is not None:
+            extra["endpoint_cpu"] = cpu_seconds(fake.proc.pid)
         return Run(seconds, cpu, rss, extra=extra)
     finally:
-        counter.close()
+        if counter is not None:
+            counter.close()
         if prefix:
             with _suppress():
                 import os
@@ -103,7 +122,8 @@ def run_agent(info: LogInfo, workdir: Path, timeout: float, prefix: list[str] | 
             agent.proc.wait(60)
         else:
             agent.stop()
-        fake.stop()
+        if fake is not None:
+            fake.stop()
 
 
 class _suppress:
@@ -210,7 +230,8 @@ def run_naive(info: LogInfo, workdir: Path, timeout: float) -> Run:
 
 def bench_scan(info: LogInfo, runs: int, naive: bool, log_timeout: float, naive_runs: int) -> dict[str, list[Run]]:
     workdir = fresh_dir(OUT / "scan")
-    results: dict[str, list[Run]] = {"agent": [], "agent_few": [], "grep": [], "rsyslog": [], "naive": []}
+    results: dict[str, list[Run]] = {"agent": [], "agent_few": [], "agent_queued": [], "grep": [], "rsyslog": [],
+                                     "naive": []}
     for i in range(runs):
         log(f"scan run {i + 1}/{runs}: grep")
         results["grep"].append(run_grep(info, workdir))
@@ -220,6 +241,9 @@ def bench_scan(info: LogInfo, runs: int, naive: bool, log_timeout: float, naive_
         log(f"scan run {i + 1}/{runs}: agent, rules without identity (20 alerts; diagnostic)")
         results["agent_few"].append(run_agent(info, workdir, log_timeout, few_alerts=True))
         log(f"  agent few alerts: {results['agent_few'][-1]}")
+        log(f"scan run {i + 1}/{runs}: agent, endpoint down (every event queued; diagnostic)")
+        results["agent_queued"].append(run_agent(info, workdir, log_timeout, endpoint_down=True))
+        log(f"  agent endpoint down: {results['agent_queued'][-1]}")
         log(f"scan run {i + 1}/{runs}: rsyslog")
         results["rsyslog"].append(run_rsyslog(info, workdir, log_timeout))
         log(f"  rsyslog: {results['rsyslog'][-1]}")
