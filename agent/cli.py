@@ -30,8 +30,6 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
     thread hand-off, which is most of what the agent does per event. ``DUTYTAIL_EVENT_LOOP=asyncio``
     selects the standard loop (to rule the loop out when debugging)."""
     loop_factory = None
-    if os.environ.get("XSWITCH"):
-        sys.setswitchinterval(float(os.environ["XSWITCH"]))
     if os.environ.get("DUTYTAIL_EVENT_LOOP", "uvloop") != "asyncio":
         with contextlib.suppress(ImportError):
             import uvloop
