@@ -33,7 +33,6 @@ while ``hs_scan`` runs and re-takes it only for each match callback.
 from __future__ import annotations
 
 import array
-import concurrent.futures
 import functools
 import re
 import threading
@@ -571,25 +570,20 @@ class MultiMatcher:
             self._ascii = self._uni = _Variant(always=everything if name == "re" else ())
             return
         oracle = _CharsetOracle()
-        parsed: list[Any] = []
+        translations: dict[bool, list[_Translation]] = {True: [], False: []}
         for pattern in self.patterns:
             try:
-                parsed.append(_sre_parse.parse(pattern, 0))
+                parsed = _sre_parse.parse(pattern, 0)
             except Exception as exc:  # pragma: no cover - re.compile accepted it just above
-                parsed.append(_Translation(None, reason=f"not translatable: {exc}"))
-
-        def translate(ascii_only: bool) -> list[_Translation]:
-            return [p if isinstance(p, _Translation) else _Translator(oracle, ascii_only).translate(p)
-                    for p in parsed]
-
+                bad = _Translation(None, reason=f"not translatable: {exc}")
+                translations[True].append(bad)
+                translations[False].append(bad)
+                continue
+            for ascii_only in (True, False):
+                translations[ascii_only].append(_Translator(oracle, ascii_only).translate(parsed))
         build = self._build_hyperscan if name == "hyperscan" else self._build_re2
-        # hyperscan's compiler releases the GIL: the ASCII program compiles in a thread while the Unicode
-        # translation (pure Python) runs here, then the Unicode program compiles (~0.2 s less at startup and
-        # reload with 20 rules).
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="matcher-build") as pool:
-            ascii_build = pool.submit(build, translate(True), ascii_only=True)
-            self._uni = build(translate(False), ascii_only=False)
-            self._ascii = ascii_build.result()
+        self._ascii = build(translations[True], ascii_only=True)
+        self._uni = build(translations[False], ascii_only=False)
 
     @staticmethod
     def _split(translations: list[_Translation]) -> tuple[dict[int, str], _Variant]:
