@@ -777,7 +777,7 @@ class MultiMatcher:
         :meth:`describe`) takes the whole chunk back to the per-line path.
         """
         data = chunk.data
-        if not self.patterns or not len(chunk):
+        if not self.patterns:
             return []
         variant = self._ascii if chunk.ascii else self._uni
         if self.engine == "re" or variant.always or variant.program is None:

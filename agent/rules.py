@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -170,18 +170,13 @@ class RuleSet:
         """
         if self.matcher is None or not lines:
             return []
-        found: list[tuple[int, re.Match[str]]]
-        per_line: list[dict[str, str]] | None = None
+        found: Iterable[tuple[dict[str, str] | None, int, re.Match[str]]]
         if isinstance(lines, LineChunk):
-            found = self.matcher.scan_chunk(lines)
+            found = ((None, j, m) for j, m in self.matcher.scan_chunk(lines))
         else:
-            scanned = self.matcher.scan(lines, data)
-            found = [(j, m) for _, j, m in scanned]
-            if fields is not None:
-                per_line = [fields[i] for i, _, _ in scanned]
+            found = ((fields[i] if fields is not None else None, j, m) for i, j, m in self.matcher.scan(lines, data))
         hits: list[Hit] = []
-        for n, (pattern_index, match) in enumerate(found):
-            extra = per_line[n] if per_line is not None else None
+        for extra, pattern_index, match in found:
             rule_index, kind = self._pattern_owner[pattern_index]
             line = match.string
             exclude = self._excludes[rule_index]
