@@ -1359,9 +1359,10 @@ class Tailer:
         starts: list[int] = []
         fast = True
         if last_nl >= 0:
-            chunk = self._chunk(complete)
+            maybe_long = len(complete) > max_line and self._may_have_long_line(complete)
+            chunk = None if maybe_long else self._chunk(complete)
             if chunk is None:
-                texts, starts, fast = self._split(f, complete, start)
+                texts, starts, fast = self._split(f, complete, start, maybe_long)
             f.offset = start + last_nl + 1
         if len(rest) > max_line:
             line_start = start + (last_nl + 1 if last_nl >= 0 else 0)
@@ -1391,11 +1392,9 @@ class Tailer:
         return texts, "\n".join(texts).encode("utf-8", "surrogatepass"), n
 
     def _chunk(self, complete: bytes) -> LineChunk | None:
-        """Complete lines handed on undecoded (see agent/lines.py): the common case of valid UTF-8 without
-        multiline records or over-long lines. None sends the chunk down the per-line path."""
+        """Complete lines (none over-long: the caller checked) handed on undecoded (see agent/lines.py): the
+        common case of valid UTF-8 without multiline records. None sends the chunk down the per-line path."""
         if self._ml_rx is not None or not self._utf8:
-            return None
-        if len(complete) > self.config.max_line_bytes and self._may_have_long_line(complete):
             return None
         ascii = complete.isascii()
         if not ascii:
@@ -1405,8 +1404,9 @@ class Tailer:
                 return None
         return LineChunk(complete, complete.count(b"\n") + 1, ascii=ascii)
 
-    def _split(self, f: _File, complete: bytes, start: int) -> tuple[list[str], list[int], bool]:
-        """Decode complete lines; the fast path is one decode and one split per chunk (no per-line work)."""
+    def _split(self, f: _File, complete: bytes, start: int, maybe_long: bool) -> tuple[list[str], list[int], bool]:
+        """Decode complete lines; the fast path is one decode and one split per chunk (no per-line work).
+        ``maybe_long``: :meth:`_may_have_long_line` of the chunk, from the caller."""
         max_line = self.config.max_line_bytes
         try:
             text = complete.decode(self._encoding)
@@ -1414,7 +1414,7 @@ class Tailer:
             return self._split_slow(f, complete.split(b"\n"), start)
         texts = text.split("\n")
         parts: list[bytes] | None = None
-        if len(complete) > max_line and self._may_have_long_line(complete):
+        if maybe_long:
             parts = complete.split(b"\n")
             if max(map(len, parts)) > max_line:
                 return self._split_slow(f, parts, start)
