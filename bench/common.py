@@ -347,8 +347,18 @@ def start_agent(config: Path, health_port: int, logfile: Path, prefix: Sequence[
 
 def agent_config(*, state_dir: Path, health_port: int, push_port: int, logs_yaml: str = "", checks_yaml: str = "",
                  max_per_second: int = 100_000, max_per_minute: int = 10_000_000, concurrency: int = 32,
-                 retry: str = "", outbox: str = "max_bytes: 8GiB", resolve_after: str = "1d") -> str:
-    """A config for the bench: storm caps raised, pacing as given, outbox bound raised, local endpoints."""
+                 retry: str = "", outbox: str = "max_bytes: 8GiB", resolve_after: str = "1d",
+                 user_defaults: bool = False) -> str:
+    """A config for the bench: storm caps raised, pacing as given, outbox bound raised, local endpoints.
+
+    ``user_defaults``: instead, the agent's own defaults for pacing (Flashduty's 100/s and 1000/min), sender
+    concurrency and storm control, as a user's config that sets none of them would run."""
+    if user_defaults:
+        delivery, storm = "", ""
+    else:
+        delivery = (f"  max_per_second: {max_per_second}\n  max_per_minute: {max_per_minute}\n"
+                    f"  concurrency: {concurrency}\n")
+        storm = "  max_events_per_key_per_minute: 1000000\n  max_events_per_minute: 1000000000\n"
     return f"""\
 state_dir: {state_dir}
 host: bench-host
@@ -356,14 +366,9 @@ log_level: warning
 shutdown_timeout: 5s
 flashduty:
   push_url: {push_url(push_port)}
-  max_per_second: {max_per_second}
-  max_per_minute: {max_per_minute}
-  concurrency: {concurrency}
-{retry}health:
+{delivery}{retry}health:
   listen: 127.0.0.1:{health_port}
 alerts:
   default_resolve_after: {resolve_after}
-  max_events_per_key_per_minute: 1000000
-  max_events_per_minute: 1000000000
-outbox: {{{outbox}}}
+{storm}outbox: {{{outbox}}}
 {logs_yaml}{checks_yaml}"""

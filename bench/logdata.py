@@ -2,9 +2,10 @@
 
 The log mixes syslog (sshd, CRON, systemd, kernel, dockerd), nginx access and error lines and a Java
 application log with multi-line stack traces of *harmless* exceptions. A fraction (default 0.1%) of the
-lines is a "rare" line that matches exactly one rule; each rare line carries a unique number that the
-rule captures as its identity, so every matching line is its own alert and produces exactly one event.
-The file always ends with a rare line, so "last event delivered" implies "whole file read".
+lines is a "rare" line that matches exactly one rule; each rare line carries a unique number. With
+``rules_yaml(identity=True)`` the rule captures it as the alert's identity, so every matching line is its own
+alert and produces exactly one event (the file always ends with a rare line, so "last event delivered"
+implies "whole file read"); without identity there is one alert per rule.
 
 Every rule is given in Python ``re`` syntax (what the agent uses) and mechanically translated to POSIX ERE
 for ``grep -E`` (named groups and ``(?:`` dropped, ``\\d`` spelled ``[0-9]``).
