@@ -1,6 +1,6 @@
 """Experiment (not part of run.py): what would delivering from a separate process buy on the scan?
 
-Section 1's worst case (9,279 distinct alerts, one POST each) runs reading, matching and delivery in one
+Section 1's delivery stress row (9,279 distinct alerts, one POST each) runs reading, matching and delivery in one
 process, so they share one GIL. This prototype runs the unchanged ``OutputSender`` in a second process
 against the same ``outbox.db`` (SQLite WAL allows it), while the agent itself queues events with its own
 sender pointed at a closed port and backed off for an hour. It is a measurement, not a design: the child
