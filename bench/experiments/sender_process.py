@@ -10,7 +10,7 @@ back (no metrics, status or dead-letter accounting in the parent).
     .venv/bin/python bench/experiments/sender_process.py [RUNS]      # needs bench/out/scan-1024MiB.log
 
 Prints, per run, the time from agent start to the last event at the fake endpoint, and each process's CPU.
-Compare with section 1's first row in bench/RESULTS.md (same file, rules, fake and pacing).
+Compare with section 1's stress row in bench/RESULTS.md (same file, rules, fake and pacing).
 """
 
 from __future__ import annotations
