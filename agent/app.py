@@ -35,7 +35,8 @@ from agent.outbox import Commit, Outbox, OutboxFull, QueuedEvent
 from agent.rules import Hit, RuleSet
 from agent.sdnotify import SystemdNotifier, watchdog_loop
 from agent.sender import OutputSender
-from agent.tail import Batch, Checkpoint, Tailer
+from agent.source import Batch, Checkpoint, Source
+from agent.tail import FileSource, InotifyHub
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +62,7 @@ class SourceRuntime:
 
     config: LogSourceConfig | JournalSourceConfig
     ruleset: RuleSet
-    source: Any  # Tailer or JournalSource
+    source: Source
     queue: asyncio.Queue[Batch]
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     batches: int = 0
@@ -90,6 +91,7 @@ class Agent:
         self.checks: CheckScheduler | None = None
         self.checks_task: asyncio.Task[None] | None = None
         self.health: HealthServer | None = None
+        self.inotify = InotifyHub()  # one inotify observer for every file source
         self._background: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
         self._stopping = asyncio.Event()  # set when shutdown begins: failing commits stop retrying
@@ -157,7 +159,7 @@ class Agent:
 
     @staticmethod
     def _first_scan_done(runtime: SourceRuntime) -> bool:
-        return bool(getattr(runtime.source, "initial_done", True))  # journald has no files to scan
+        return runtime.source.first_scan_done
 
     async def shutdown(self) -> None:
         """Stop sources, commit what they read, flush what can be sent in time, keep the rest on disk."""
@@ -183,6 +185,7 @@ class Agent:
             await self._stop_sender(name)
         if self.health is not None:
             await self.health.stop()
+        await asyncio.to_thread(self.inotify.stop)
         if self._committer_task is not None:
             # a barrier behind everything still queued (checks, reload): those are committed first
             barrier: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -209,11 +212,11 @@ class Agent:
         if SEEN_MARKER not in stored:
             await self._commit(Commit(checkpoints=[(cfg.name, SEEN_MARKER, "{}")]))
         queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=QUEUE_BATCHES)
-        source: Any
+        source: Source
         if isinstance(cfg, JournalSourceConfig):
             source = JournalSource(cfg, checkpoints, is_first_start=is_first_start)
         else:
-            source = Tailer(cfg, checkpoints, is_first_start=is_first_start)
+            source = FileSource(cfg, checkpoints, is_first_start=is_first_start, hub=self.inotify)
         runtime = SourceRuntime(cfg, RuleSet(cfg.rules), source, queue)
         runtime.tasks = [
             asyncio.create_task(self._supervise(f"source:{cfg.name}", lambda: source.run(queue)),
@@ -233,10 +236,8 @@ class Agent:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
-        closer = getattr(runtime.source, "close", None)
-        if closer is not None:
-            with contextlib.suppress(Exception):
-                await closer(runtime.queue)
+        with contextlib.suppress(Exception):
+            await runtime.source.close(runtime.queue)
         await runtime.queue.join()
         pipeline.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -648,6 +649,7 @@ class Agent:
             "dead_letters": self.outbox.stats.dead_letters,
             "last_successful_delivery": last_success,
             "files_tailed": self._files_tailed(),
+            "inotify_overflows": self.inotify.overflows,
             "open_alerts": sum(1 for s in self.engine.states.values() if s.firing),
             "config_error": self.config_error or None,
             "disk_full": self.outbox.stats.disk_full,
@@ -709,8 +711,7 @@ class Agent:
         def per_source(attr: str) -> dict[tuple[str, ...], float]:
             values: dict[tuple[str, ...], float] = {}
             for name, runtime in self.sources.items():
-                stats = getattr(runtime.source, "stats", None)
-                values[(name,)] = float(getattr(stats, attr, 0) or 0)
+                values[(name,)] = float(getattr(runtime.source.stats, attr))
             return values
 
         return {
@@ -734,6 +735,7 @@ class Agent:
             "dead_letters": self.outbox.stats.dead_letters,
             "open_alerts": sum(1 for s in self.engine.states.values() if s.firing),
             "files_tailed": self._files_tailed(),
+            "inotify_overflows": float(self.inotify.overflows),
             "config_error": 1 if self.config_error else 0,
             "disk_full": 1 if self.outbox.stats.disk_full else 0,
             "uptime": time.time() - self.started,

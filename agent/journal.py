@@ -18,7 +18,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agent.tail import Batch, Checkpoint
+from agent.source import Batch, Checkpoint, SourceStats
 from agent.units import Duration
 
 log = structlog.get_logger(__name__)
@@ -56,12 +56,8 @@ class JournalConfig(BaseModel):
 
 
 @dataclass(slots=True)
-class JournalStats:
-    lines_read: int = 0
-    bytes_read: int = 0
+class JournalStats(SourceStats):
     restarts: int = 0
-    lines_truncated: int = 0
-    bytes_replaced: int = 0
 
 
 def _message(entry: dict[str, Any]) -> str:
@@ -73,7 +69,7 @@ def _message(entry: dict[str, Any]) -> str:
 
 
 class JournalSource:
-    """Follows the journal; same contract as ``agent.tail.Tailer`` (see docs/architecture.md)."""
+    """Follows the journal (the source contract is ``agent/source.py``)."""
 
     def __init__(self, config: JournalConfig, checkpoints: dict[str, Checkpoint], *, is_first_start: bool) -> None:
         self.config = config
@@ -88,6 +84,13 @@ class JournalSource:
         self.available = True
         self.last_entry: float | None = None
         self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def first_scan_done(self) -> bool:
+        return True  # no files to find: journalctl starts reading at once
+
+    async def close(self, queue: asyncio.Queue[Batch] | None = None) -> None:
+        """Nothing to hand on or free: ``run`` stops journalctl when it is cancelled."""
 
     def command(self) -> list[str]:
         cfg = self.config

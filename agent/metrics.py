@@ -66,6 +66,8 @@ class _SnapshotCollector(Collector):
             ("dutytail_check_callback_errors", "Check results the agent failed to process (a bug; logged).",
              ["check"], snap["check_callback_errors"]),
             ("dutytail_check_runs", "Check runs by check and raw status.", ["check", "status"], snap["check_runs"]),
+            ("dutytail_inotify_overflows", "inotify queue overflows (events lost; every file source rescanned).",
+             [], {(): snap["inotify_overflows"]}),
         ]
         for name, doc, labels, values in counters:
             family = CounterMetricFamily(name, doc, labels=labels)

@@ -29,7 +29,8 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.tail import Batch, TailConfig, Tailer
+from agent.source import Batch
+from agent.tail import FileSource, TailConfig
 from agent.units import parse_size
 
 LEVELS = ["INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR"]
@@ -74,7 +75,7 @@ def raw_split_rate(path: Path) -> float:
 
 async def throughput(path: Path, expected: int, chunk: int) -> tuple[float, float, int, float]:
     config = TailConfig(name="bench", paths=[str(path)], start_at="beginning", read_chunk_bytes=chunk)
-    tailer = Tailer(config, {}, is_first_start=True)
+    tailer = FileSource(config, {}, is_first_start=True)
     queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=64)
     seen = 0
     start, cpu_start = time.perf_counter(), cpu_seconds()
@@ -97,7 +98,7 @@ def cpu_seconds() -> float:
 
 async def idle_cpu(directory: Path, files: int, seconds: float, polling: bool) -> dict[str, float | str]:
     config = TailConfig(name="idle", paths=[str(directory / "*.log")], start_at="beginning")
-    tailer = Tailer(config, {}, is_first_start=True, force_polling=polling)
+    tailer = FileSource(config, {}, is_first_start=True, force_polling=polling)
     queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=256)
     seen = 0
     task = asyncio.create_task(tailer.run(queue))

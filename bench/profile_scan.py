@@ -25,7 +25,7 @@ ROLES = [  # first match wins, searched in the whole stack
     ("sender (event loop: OutputSender)", ("agent/sender.py",)),
     ("outbox thread (SQLite)", ("_apply_sync", "outbox.py")),
     ("matcher (to_thread: RuleSet.evaluate)", ("evaluate (agent/rules.py",)),
-    ("tailer thread (read/split)", ("_cycle (agent/tail.py",)),
+    ("tailer thread (read/split)", ("cycle (agent/tail/core.py",)),
     ("event loop", ("run_forever", "_run_once")),
     # uvloop runs the loop in C: its epoll waits, socket I/O and callback dispatch show as the Runner frame
     ("event loop inside uvloop (C: epoll waits, socket I/O, dispatch; not separable)", ("Runner.run (",)),

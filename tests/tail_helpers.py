@@ -1,7 +1,7 @@
 """Test harness for the file source: a consumer that commits checkpoints the way the outbox does.
 
 The harness is the downstream in miniature: it takes batches off a bounded queue, "commits" each batch's
-lines and checkpoint together (in order), forgets a key on ``finished``, and restarts a fresh Tailer from
+lines and checkpoint together (in order), forgets a key on ``finished``, and restarts a fresh FileSource from
 exactly the committed checkpoints. A crash drops whatever was queued but not committed, so any line that
 is delivered twice or never shows a real bug in the checkpoint contract.
 """
@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.lines import LineChunk
-from agent.tail import Batch, Checkpoint, TailConfig, Tailer, TailStats
+from agent.source import Batch, Checkpoint
+from agent.tail import FileSource, TailConfig, TailStats
 
 LOGROTATE = "/usr/sbin/logrotate"
 
@@ -78,7 +79,7 @@ def report(scenario: str, written: int, delivered: list[str]) -> None:
 
 
 class Harness:
-    """Runs Tailers one after another over the same committed checkpoints."""
+    """Runs FileSources one after another over the same committed checkpoints."""
 
     def __init__(self, config: TailConfig, *, queue_size: int = 16, force_polling: bool = False) -> None:
         self.config = config
@@ -90,7 +91,7 @@ class Harness:
         self.finished: list[str] = []
         self.first_start = True
         self.stats = TailStats()
-        self.tailer: Tailer | None = None
+        self.tailer: FileSource | None = None
         self.gate = asyncio.Event()
         self.gate.set()
         self.max_fds = 0
@@ -101,10 +102,10 @@ class Harness:
         self._run: asyncio.Task[None] | None = None
         self._consumer: asyncio.Task[None] | None = None
 
-    async def start(self, **overrides: Any) -> Tailer:
+    async def start(self, **overrides: Any) -> FileSource:
         assert self._run is None, "already running"
         config = self.config.model_copy(update=overrides) if overrides else self.config
-        self.tailer = Tailer(
+        self.tailer = FileSource(
             config,
             dict(self.committed),
             is_first_start=self.first_start,
@@ -149,7 +150,7 @@ class Harness:
         if batch.lines:
             assert batch.checkpoint is not None
         if batch.checkpoint is not None and not batch.finished:
-            assert json.loads(batch.checkpoint.state)["v"] == 1
+            assert json.loads(batch.checkpoint.state)["version"] == 2
 
     async def stop(self, *, crash: bool = False) -> None:
         """Graceful: cancel run, flush via close(), let the consumer commit everything queued.

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.journal import JournalConfig, JournalSource
-from agent.tail import Batch, Checkpoint
+from agent.source import Batch, Checkpoint
 from tests.conftest import wait_until
 from tests.fake_flashduty import FakeFlashduty
 

@@ -151,11 +151,11 @@ CHILD = textwrap.dedent(
     sys.path.insert(0, {root!r})
     import structlog
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout carries the protocol
-    from agent.tail import TailConfig, Tailer
+    from agent.tail import FileSource, TailConfig
 
     async def main():
         cfg = TailConfig(name="perm", paths=[{pattern!r}], start_at="beginning", poll_interval=0.1)
-        tailer = Tailer(cfg, {{}}, is_first_start=True)
+        tailer = FileSource(cfg, {{}}, is_first_start=True)
         queue = asyncio.Queue(maxsize=8)
         task = asyncio.create_task(tailer.run(queue))
         stop = {stop!r}
@@ -277,7 +277,7 @@ async def test_fifty_megabyte_line_without_newline_bounded_memory(tmp_path: Path
         await wait_until(lambda: h.stats.bytes_read >= 50 << 20, what="reader went through the 50 MiB")
         await h.stop(crash=True)  # restart mid-line: the checkpoint says "skipping"
         state = json.loads(next(iter(h.committed.values())).state)
-        assert state["skip"] is True
+        assert state["skipping_long_line"] is True
         with open(a, "ab") as fh:
             fh.write(chunk[:1000] + b"\nafter\n")
         await h.start()

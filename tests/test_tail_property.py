@@ -1,7 +1,7 @@
 """Property test of the reader: any byte stream, any write boundaries, any restart points -> exactly the lines.
 
-Drives the worker-side cycle synchronously (no event loop, no inotify): write a piece, run a cycle, "commit"
-the batches, sometimes lose the last uncommitted batches and restart from the committed checkpoints. The
+Drives the worker-side cycle (``TailCore``) synchronously (no event loop, no inotify): write a piece, run a
+cycle, "commit" the batches, sometimes lose the last uncommitted batches and restart from the committed checkpoints. The
 delivered lines must equal a reference split of everything written: complete lines only, over-long lines
 cut to ``max_line_bytes`` at a character boundary, invalid bytes replaced.
 """
@@ -16,7 +16,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.tail import Checkpoint, TailConfig, Tailer
+from agent.source import Checkpoint
+from agent.tail import TailConfig, TailCore, TailStats
+from agent.tail.watch import Hints
 
 MAX_LINE = 256
 
@@ -38,13 +40,13 @@ def reference(data: bytes) -> list[str]:
     return out
 
 
-def run_cycles(tailer: Tailer, committed: dict[str, Checkpoint], delivered: list[str], lose: int) -> None:
+def run_cycles(tailer: TailCore, committed: dict[str, Checkpoint], delivered: list[str], lose: int) -> None:
     """Run cycles until idle; commit every batch except the last ``lose`` (a crash loses those)."""
     produced = []
     for _ in range(200):
-        result = tailer._cycle(set(), True)
-        produced.extend(b for _f, b, _o in result.batches)
-        if not result.busy and not result.batches:
+        result = tailer.cycle(Hints(rescan=True))
+        produced.extend(e.batch for e in result.emitted)
+        if not result.busy and not result.emitted:
             break
     keep = produced[: len(produced) - lose] if lose else produced
     for batch in keep:
@@ -81,7 +83,7 @@ def test_any_stream_any_boundaries_any_restarts(
         )
         committed: dict[str, Checkpoint] = {}
         delivered: list[str] = []
-        tailer = Tailer(config, {}, is_first_start=True, force_polling=True)
+        tailer = TailCore(config, {}, is_first_start=True, stats=TailStats())
         written = 0
         for i, point in enumerate(points):
             with open(path, "ab") as fh:
@@ -90,9 +92,9 @@ def test_any_stream_any_boundaries_any_restarts(
             crash, lose = crashes[i % len(crashes)]
             run_cycles(tailer, committed, delivered, lose if crash else 0)
             if crash:
-                tailer._release()
-                tailer = Tailer(config, dict(committed), is_first_start=False, force_polling=True)
+                tailer.release()
+                tailer = TailCore(config, dict(committed), is_first_start=False, stats=TailStats())
         run_cycles(tailer, committed, delivered, 0)
-        tailer._release()
+        tailer.release()
         assert delivered == reference(data)
         assert os.path.exists(path)

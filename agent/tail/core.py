@@ -1,0 +1,330 @@
+"""One synchronous tailing cycle of a file source: discovery if due, one chunk per ready stream, housekeeping.
+
+Everything here runs on the source's one worker thread, and only there: streams, indexes, descriptors and
+counters are never touched by another thread (the event loop only reads ``status()`` and the counters, as
+snapshots). Changes from outside arrive as :class:`Hints` with the next cycle. A cycle returns the batches it
+produced, whether more is ready right now, and when it wants to run again; it never sleeps itself.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from agent.source import Checkpoint
+from agent.tail import checkpoint
+from agent.tail.config import TailConfig
+from agent.tail.emit import Emission, Emitter
+from agent.tail.identity import rewritten
+from agent.tail.multiline import take_record
+from agent.tail.opening import StreamOpener
+from agent.tail.problems import FileProblems
+from agent.tail.reader import LineReader
+from agent.tail.rotation import Rotation
+from agent.tail.scan import Ident, PathFilter, Scanner, ScanResult
+from agent.tail.stats import TailStats
+from agent.tail.stream import FileStat, Stream, real_path
+from agent.tail.table import StreamTable
+from agent.tail.watch import HintBox, Hints, InotifyHub, InotifyWatch, PollingWatch, Watch, open_watch
+
+log = structlog.get_logger(__name__)
+
+DEEP_EVERY = 6
+"""While inotify works, every 6th rescan stat()s every file (the others only list directories)."""
+SETTLE_RESCAN = 0.25
+"""Rescan interval while newly added inotify watches arm."""
+
+
+@dataclass(slots=True)
+class CycleResult:
+    emitted: list[Emission]
+    busy: bool
+    """More is ready to read now: run the next cycle at once."""
+    deadline: float
+    """Monotonic time of the next cycle when no hint comes first."""
+
+
+class TailCore:
+    def __init__(self, config: TailConfig, checkpoints: dict[str, Checkpoint], *, is_first_start: bool,
+                 stats: TailStats) -> None:
+        self.config = config
+        self.stats = stats
+        self.paths = PathFilter(config.paths, config.exclude_paths)
+        self.box = HintBox(self.paths)
+        """Hints from watcher threads; the event loop takes them and passes them to :meth:`cycle`."""
+        self.scanner = Scanner(self.paths)
+        self.table = StreamTable(config.max_open_files, stats)
+        self.problems = FileProblems(config.name, stats)
+        self.emitter = Emitter(config.name, checkpoint.StreamKeys(set(checkpoints)), stats)
+        self.reader = LineReader(config, stats)
+        self.opener = StreamOpener(config, self.table, self.problems, self.emitter)
+        self.rotation = Rotation(config, self.table, self.opener, self.reader, self.emitter, stats)
+        self.watch: Watch = PollingWatch("not started")
+        self.first_scan_done = False
+        self.stopping = False
+        """Set by the event loop when the source stops: a cycle then does nothing."""
+        self._first_start = is_first_start
+        self._unresolved: list[Stream] = []
+        self._forget: list[Checkpoint] = []
+        for ckpt in checkpoints.values():
+            restored = checkpoint.decode(config.name, ckpt)
+            if restored is None:
+                self._forget.append(ckpt)
+            else:
+                self._unresolved.append(restored)
+        self._next_rescan = self._last_scan = 0.0
+        self._scans = 0
+        self._deep_requested = False
+
+    @property
+    def unresolved_count(self) -> int:
+        """Restored checkpoints not matched to a file yet."""
+        return len(self._unresolved)
+
+    def start_watching(self, hub: InotifyHub | None, polling_only: bool) -> None:
+        self.watch = open_watch(hub, self.box, polling_only=polling_only)
+        self._sync_watches()
+
+    # --- the cycle -------------------------------------------------------------------------------------
+
+    def cycle(self, hints: Hints) -> CycleResult:
+        """One unit of blocking work; an unexpected error is logged and retried, never ends the source."""
+        try:
+            return self._cycle(hints)
+        except Exception:
+            self.stats.errors += 1
+            log.exception("tail.cycle_failed", source=self.config.name)
+            self.box.rescan()
+            return CycleResult(self.emitter.take(), False, time.monotonic() + self.config.poll_interval)
+
+    def _cycle(self, hints: Hints) -> CycleResult:
+        now = time.monotonic()
+        if self.stopping:
+            return CycleResult([], False, now + 3600)
+        if hints.overflowed:
+            self.stats.overflow_rescans += 1
+            self._deep_requested = True
+            self.watch.error = "inotify queue overflowed (events lost; rescanned)"
+        rescan = hints.rescan or hints.overflowed
+        if rescan or not self.first_scan_done or now >= self._next_rescan:
+            self._discover(now, event=rescan)
+            self._last_scan = now
+        self._next_rescan = self._last_scan + self._rescan_interval(now)
+        table = self.table
+        for path in hints.changed:
+            f = table.by_path.get(path)
+            if f is not None:
+                table.ready[f] = None
+        if table.waiting:
+            self.opener.open_waiting(now)
+        self._read_ready(now)
+        return CycleResult(self.emitter.take(), bool(table.ready), self._deadline(now))
+
+    def _rescan_interval(self, now: float) -> float:
+        """Slow safety net while events arrive; poll_interval without them or while something is retried."""
+        config = self.config
+        interval = config.rescan_interval if self.watch.event_driven else config.poll_interval
+        if self.problems or self.table.waiting or self._unresolved:
+            interval = min(interval, config.poll_interval)
+        if isinstance(self.watch, InotifyWatch) and now < self.watch.settle_until:
+            interval = min(interval, SETTLE_RESCAN)
+            self._deep_requested = True
+        return interval
+
+    def _read_ready(self, now: float) -> None:
+        table = self.table
+        todo = dict(table.ready)
+        table.ready = {}
+        for f in list(table.attention):
+            if f not in table or not self._needs_attention(f):
+                table.attention.pop(f, None)
+            else:
+                todo[f] = None
+        budget = 4 * self.config.read_chunk_bytes
+        for f in todo:
+            if f not in table:
+                continue
+            if budget <= 0:
+                table.ready[f] = None
+                continue
+            try:
+                budget -= self._service(f, now)
+            except Exception as exc:  # never let one bad file stop the others
+                table.attention[f] = None
+                self.problems.stream_error(f, exc)
+
+    def _deadline(self, now: float) -> float:
+        config = self.config
+        deadline = self._next_rescan
+        retry = bool(not self.watch.event_driven or self.problems or self.table.waiting)
+        assembler = self.reader.assembler
+        for f in self.table.attention:
+            if f.draining:
+                deadline = min(deadline, now + min(config.poll_interval, max(config.rotate_wait, 0.05)))
+            if f.record and assembler is not None:
+                deadline = min(deadline, assembler.deadline(f))
+            if f.last_error is not None or f.fd is None:
+                retry = True
+        if retry:
+            deadline = min(deadline, now + config.poll_interval)
+        return deadline
+
+    def _needs_attention(self, f: Stream) -> bool:
+        return (f.draining or f.last_error is not None or (bool(f.record) and self.reader.assembler is not None)
+                or (f.fd is None and f in self.table.attention))
+
+    # --- one stream ------------------------------------------------------------------------------------
+
+    def _service(self, f: Stream, now: float) -> int:
+        """Check one stream for truncation/deletion, read one chunk, flush timeouts, finish if drained."""
+        if f.fd is None:
+            reopened = self.opener.reopen(f, now)
+            if reopened == "lost":
+                self.rotation.relocate(f, now)
+            if reopened != "open":
+                return 0
+        assert f.fd is not None
+        st = os.fstat(f.fd)
+        if st.st_nlink == 0 and not f.draining:
+            self.rotation.start_draining(f, "deleted")
+        if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
+            if rewritten(f, st, self.config.fingerprint_bytes):
+                self.rotation.restart_truncated(f, now)
+            f.size, f.mtime_ns = st.st_size, st.st_mtime_ns
+        lines: Any = []
+        data: bytes | None = None
+        n = 0
+        if f.read_end < st.st_size:
+            lines, data, n = self.reader.read(f, st.st_size, now)
+            if f.read_end < st.st_size:
+                self.table.ready[f] = None
+        if f.record:
+            self.table.attention[f] = None
+        if f.last_error is not None and n:
+            f.last_error = None
+        assembler = self.reader.assembler
+        if assembler is not None and assembler.timed_out(f, now) and f.read_end >= st.st_size:
+            lines = [*lines, *take_record(f)]
+        if f.draining and f.read_end >= st.st_size:
+            if n or f.idle_since is None:
+                f.idle_since = now
+            if now - f.idle_since >= self.config.rotate_wait:
+                self.rotation.finish(f, lines)
+                return n
+        elif f.draining:
+            f.idle_since = None
+        self.emitter.emit(f, lines, data)
+        return n
+
+    # --- discovery -------------------------------------------------------------------------------------
+
+    def _discover(self, now: float, *, event: bool) -> None:
+        initial = not self.first_scan_done
+        self._scans += 1
+        if not self.watch.event_driven or self._deep_requested or initial or self._scans % DEEP_EVERY == 0:
+            mode = "deep"
+        else:
+            mode = "light" if event else "cached"
+        self._deep_requested = False
+        result = self.scanner.scan(mode, self.table.followed_at)
+        self.problems.settle(result.problems, result.seen)
+        for ckpt in self._forget:
+            log.warning("tail.checkpoint_unusable", source=self.config.name, key=ckpt.key)
+            self.emitter.forget(ckpt.key, ckpt.state)
+        self._forget = []
+        index: dict[str, Stream] = {}
+        new = self._find_followed(result, index, now)
+        self._end_unmatched(result, now)
+        self._resolve_restored(now)
+        self._open_new(new, index, now, at_end=initial and self._first_start and self.config.start_at == "end")
+        self.table.by_path = index
+        self.first_scan_done = True
+        self._sync_watches()
+
+    def _find_followed(self, result: ScanResult, index: dict[str, Stream], now: float
+                       ) -> list[tuple[str, FileStat | None]]:
+        """Streams we follow (and restored checkpoints) found again by identity; the rest is new."""
+        new: list[tuple[str, FileStat | None]] = []
+        for ident, (path, st) in result.matched.items():
+            f = self.table.by_id.get(ident)
+            if f is None and self._unresolved:
+                f = self.opener.adopt_restored(ident, path, self._unresolved, now)
+            if f is None:
+                new.append((path, st))
+                continue
+            if f.path != path:
+                f.path = path
+                f.real = real_path(path)
+            if f.draining:
+                f.draining, f.drain_reason, f.idle_since = False, "", None
+            self.table.index_path(f, path, index)
+            if st is not None and (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
+                self.table.ready[f] = None  # changed (a closed file is re-opened only then)
+        return new
+
+    def _end_unmatched(self, result: ScanResult, now: float) -> None:
+        """Streams no glob matches any more: rotated away, deleted, symlink retargeted."""
+        matched: dict[Ident, Any] = result.matched
+        for f in list(self.table.streams):
+            if f.ident in matched or f.draining:
+                continue
+            if f.fd is None:
+                self.rotation.relocate(f, now)
+            else:
+                self.rotation.start_draining(f, "rotated or deleted")
+
+    def _resolve_restored(self, now: float) -> None:
+        """Restored checkpoints not found under any glob: rotated while we were stopped."""
+        still: list[Stream] = []
+        for f in self._unresolved:
+            if f.path in self.problems:
+                still.append(f)  # e.g. permission denied: keep the checkpoint, retry later
+                continue
+            self.rotation.relocate(f, now)
+        self._unresolved = still
+
+    def _open_new(self, new: list[tuple[str, FileStat | None]], index: dict[str, Stream], now: float, *,
+                  at_end: bool) -> None:
+        for path, st in new:
+            if st is None:  # identity from a cached listing, but not followed yet (e.g. it failed to open)
+                try:
+                    st = FileStat(os.stat(path))
+                except OSError:
+                    continue
+            if (st.st_dev, st.st_ino) in self.table.by_id:
+                continue
+            f = self.opener.open_new(path, now, at_end=at_end)
+            if f is not None:
+                self.table.index_path(f, path, index)
+
+    def _sync_watches(self) -> None:
+        watch = self.watch
+        if watch.sync(self.paths.watch_specs(self.table.streams)):
+            self.box.rescan()  # files created between the directory listing and the new watch had no event
+        if isinstance(watch, InotifyWatch) and watch.failed is not None:
+            log.warning("tail.inotify_fallback", source=self.config.name, reason=watch.failed)
+            watch.close()
+            self.watch = PollingWatch(watch.failed)
+        self.box.publish_followed(frozenset(self.table.by_path))
+
+    # --- the end ---------------------------------------------------------------------------------------
+
+    def final_records(self, undelivered: set[Stream]) -> list[Emission]:
+        """At shutdown: pending multiline records of streams whose every batch reached the queue (otherwise a
+        restart re-reads from the last committed checkpoint anyway, and handing the record out would skip
+        the lost lines). Partial last lines are never handed out: their checkpoint stays before them."""
+        for f in list(self.table.streams):
+            if f.record and f not in undelivered and f.checkpoint_pos == f.record_start:
+                self.emitter.emit(f, take_record(f), None)
+        return self.emitter.take()
+
+    def release(self) -> None:
+        """Close every descriptor and stop watching; idempotent."""
+        self.watch.close()
+        self.table.close_all()
+        for f in self._unresolved:
+            self.table.close_fd(f)

@@ -1,0 +1,110 @@
+"""Is this file still the stream we were reading? And where did a rotated stream go?
+
+A stream's identity is (device, inode) plus its first bytes (``head``) and the bytes right before its
+position (``guard``); size alone misses a file rewritten past the old position (copytruncate with a quick
+writer). Rotated names (``app.log.1``, ``app.log-20261127``) usually no longer match the glob, so a lost stream
+is searched for in its directory: by inode (renamed) or by content (a copy).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Container
+
+from agent.fileid import fingerprint, pread_exact
+from agent.tail.stream import Stream
+
+COPY_CANDIDATES = 64
+"""At most this many files of a directory are opened when looking for a rotated copy (cost bound)."""
+OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def holds_content(fd: int, st: os.stat_result, f: Stream) -> bool:
+    """Does the open file hold the content ``f`` was reading (first bytes and bytes before the position)?"""
+    if st.st_size < f.consumed:
+        return False
+    if f.head is not None:
+        if f.head and pread_exact(fd, len(f.head), 0) != f.head:
+            return False
+    elif f.head_len:
+        head = pread_exact(fd, f.head_len, 0)
+        if len(head) != f.head_len or fingerprint(head) != f.head_fp:
+            return False
+    if f.guard:
+        if pread_exact(fd, len(f.guard), f.consumed - len(f.guard)) != f.guard:
+            return False
+    elif f.guard_len:
+        if fingerprint(pread_exact(fd, f.guard_len, f.consumed - f.guard_len)) != f.guard_fp:
+            return False
+    return True
+
+
+def rewritten(f: Stream, st: os.stat_result, fingerprint_bytes: int) -> bool:
+    """Truncated (copytruncate, ``: > file``) or rewritten in place, even if it grew past our position.
+    A head that only grew (a short file filling up) is remembered."""
+    assert f.fd is not None
+    if st.st_size < f.read_end or st.st_size < f.size:
+        return True
+    head = pread_exact(f.fd, fingerprint_bytes, 0)
+    if f.head is not None:
+        common = min(len(head), len(f.head))
+        if head[:common] != f.head[:common]:
+            return True
+    if f.guard and pread_exact(f.fd, len(f.guard), f.consumed - len(f.guard)) != f.guard:
+        return True
+    if f.head is None or len(head) > len(f.head):
+        f.head = head
+    return False
+
+
+def search_dirs(f: Stream) -> list[str]:
+    if not f.real:
+        f.real = os.path.realpath(f.path)  # restored streams resolve lazily, on the worker thread
+    dirs = [os.path.dirname(f.path)]
+    if f.real and os.path.dirname(f.real) not in dirs:
+        dirs.append(os.path.dirname(f.real))
+    return dirs
+
+
+def find_in_dirs(f: Stream, *, same_inode: bool, followed: Container[tuple[int, int]]
+                 ) -> tuple[str, int, os.stat_result] | None:
+    """The file holding ``f``'s content in its directory, opened: by inode (renamed) or by content (a copy,
+    never one of the ``followed`` identities). Names that start with the original name first, newest first."""
+    if not same_inode and not (f.head or f.head_len):
+        return None
+    base = os.path.basename(f.path)
+    candidates: list[tuple[int, float, str]] = []
+    for d in search_dirs(f):
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            ident = (st.st_dev, st.st_ino)
+            if same_inode:
+                if ident != f.ident:
+                    continue
+            elif ident == f.ident or ident in followed or st.st_size < f.consumed:
+                continue
+            rank = 0 if entry.name.startswith(base) else 1
+            candidates.append((rank, -st.st_mtime, entry.path))
+    candidates.sort(key=lambda c: (c[0], c[1]))
+    for _rank, _mtime, path in candidates[:COPY_CANDIDATES]:
+        try:  # an unrelated unreadable file here is not this source's problem
+            fd = os.open(path, OPEN_FLAGS)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if holds_content(fd, st, f):
+                return path, fd, st
+        except OSError:
+            pass
+        os.close(fd)
+    return None

@@ -1,0 +1,133 @@
+"""How a stream ends or moves: rotated away (drain it through its descriptor, then finish), found again under
+another name or as a copy, truncated in place (finish the old content from its copy, restart at 0), or lost.
+
+Every end hands out what is left (a last unterminated line, a pending multiline record) with ``finished``,
+so the agent forgets the stream's checkpoint in the same transaction as its last lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Sequence
+
+import structlog
+
+from agent.fileid import pread_exact
+from agent.tail.config import TailConfig
+from agent.tail.emit import Emitter
+from agent.tail.identity import find_in_dirs
+from agent.tail.multiline import take_record
+from agent.tail.opening import StreamOpener
+from agent.tail.reader import LineReader
+from agent.tail.stats import TailStats
+from agent.tail.stream import Stream
+from agent.tail.table import StreamTable
+
+log = structlog.get_logger(__name__)
+
+
+class Rotation:
+    def __init__(self, config: TailConfig, table: StreamTable, opener: StreamOpener, reader: LineReader,
+                 emitter: Emitter, stats: TailStats) -> None:
+        self.config = config
+        self.table = table
+        self.opener = opener
+        self.reader = reader
+        self.emitter = emitter
+        self.stats = stats
+
+    def start_draining(self, f: Stream, reason: str) -> None:
+        """The stream's name no longer leads to it: read on through the descriptor until it is quiet."""
+        if f.draining:
+            return
+        if f.fd is not None:
+            # The rotated name (app.log.1) for status and for the checkpoint's search directory.
+            with contextlib.suppress(OSError):
+                current = os.readlink(f"/proc/self/fd/{f.fd}")
+                if current.startswith("/") and not current.endswith(" (deleted)"):
+                    f.path = current
+        f.draining = True
+        self.table.attention[f] = None
+        f.drain_reason = reason
+        f.idle_since = None
+        self.stats.rotations += 1
+        log.info("tail.draining", source=self.config.name, path=f.path, reason=reason, offset=f.consumed)
+
+    def relocate(self, f: Stream, now: float) -> None:
+        """A stream whose descriptor is closed lost its path: find it renamed, or its copy, or give it up."""
+        followed = self.table.by_id
+        found = find_in_dirs(f, same_inode=True, followed=followed)
+        how = "renamed"
+        if found is None:
+            found = find_in_dirs(f, same_inode=False, followed=followed)
+            how = "copy"
+        if found is None:
+            self.lose(f, "rotated file not found (compressed or deleted?)")
+            return
+        path, fd, st = found
+        self.table.unindex(f)
+        self.opener.attach(f, fd, st, path, now)
+        log.info("tail.rotated_file_found", source=self.config.name, path=path, how=how, offset=f.consumed)
+        self.start_draining(f, f"found {how} after rotation")
+
+    def lose(self, f: Stream, reason: str) -> None:
+        lost = max(0, f.size - f.consumed)
+        self.stats.bytes_lost += lost
+        log.warning("tail.stream_lost", source=self.config.name, path=f.path, key=f.key, offset=f.consumed,
+                    known_unread_bytes=lost, reason=reason)
+        self.finish(f, take_record(f))
+
+    def finish(self, f: Stream, read: Sequence[str]) -> None:
+        """The stream is done for good: emit what is left (a last unterminated line too) and forget it."""
+        lines = list(read)
+        start = f.consumed
+        text = self.reader.last_line(f)
+        if text is not None:
+            if self.reader.assembler is not None:
+                lines.extend(self.reader.assembler.assemble(f, [text], [start], time.monotonic()))
+            else:
+                lines.append(text)
+        lines.extend(take_record(f))
+        self.emitter.emit(f, lines, None, finished=True)
+        self.table.close_fd(f)
+        self.table.remove(f)
+        log.info("tail.file_finished", source=self.config.name, path=f.path, offset=f.consumed)
+
+    def restart_truncated(self, f: Stream, now: float) -> None:
+        """The file was truncated or rewritten in place: end the old content's stream (finishing it from a
+        rotated copy when one exists, copytruncate) and read the file again from 0 as a new stream."""
+        self.stats.truncations += 1
+        copy = None
+        if f.key is not None or f.record or f.consumed < f.size:
+            copy = find_in_dirs(f, same_inode=False, followed=self.table.by_id)
+        log.warning("tail.truncated", source=self.config.name, path=f.path, offset=f.consumed,
+                    copy=copy[0] if copy else None)
+        if copy is not None:
+            path, fd, st = copy
+            old = self._old_content(f, path, st.st_dev, st.st_ino)
+            self.opener.attach(old, fd, st, path, now)
+            self.start_draining(old, "copy of a truncated file")
+        elif f.key is not None or f.record:
+            self.stats.bytes_lost += max(0, f.size - f.consumed)
+            old = self._old_content(f, f.path, f.dev, f.ino)
+            self.emitter.emit(old, take_record(old), None, finished=True)
+        f.key = None
+        f.head = pread_exact(f.fd, self.config.fingerprint_bytes, 0) if f.fd is not None else b""
+        f.guard = b""
+        f.consumed = f.read_end = 0
+        f.skipping_long_line = False
+        f.record = []
+        f.checkpoint_pos = 0
+        f.checkpoint_skipping = False
+        f.size = 0
+
+    @staticmethod
+    def _old_content(f: Stream, path: str, dev: int, ino: int) -> Stream:
+        """A stream for the content ``f`` was reading (its key and positions), now found at ``path``."""
+        return Stream(path=path, dev=dev, ino=ino, key=f.key, head=f.head, guard=f.guard, guard_fp=f.guard_fp,
+                      guard_len=f.guard_len, consumed=f.consumed, read_end=f.consumed,
+                      skipping_long_line=f.skipping_long_line, checkpoint_pos=f.checkpoint_pos,
+                      checkpoint_skipping=f.checkpoint_skipping, record=f.record, record_start=f.record_start,
+                      record_updated=f.record_updated)
