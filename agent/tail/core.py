@@ -27,7 +27,7 @@ from agent.tail.reader import LineReader
 from agent.tail.rotation import Rotation
 from agent.tail.scan import Ident, PathFilter, Scanner, ScanResult
 from agent.tail.stats import TailStats
-from agent.tail.stream import FileStat, Stream, real_path
+from agent.tail.stream import FileStat, Stream, current_path, real_path
 from agent.tail.table import StreamTable
 from agent.tail.watch import HintBox, Hints, InotifyHub, InotifyWatch, PollingWatch, Watch, open_watch
 
@@ -104,11 +104,15 @@ class TailCore:
     def _cycle(self, hints: Hints) -> CycleResult:
         now = time.monotonic()
         if self.stopping:
+            for _path, fd in hints.pinned:
+                os.close(fd)
             return CycleResult([], False, now + 3600)
         if hints.overflowed:
             self.stats.overflow_rescans += 1
             self._deep_requested = True
             self.watch.error = "inotify queue overflowed (events lost; rescanned)"
+        if hints.pinned:
+            self._adopt_pinned(hints.pinned, now)
         rescan = hints.rescan or hints.overflowed
         if rescan or not self.first_scan_done or now >= self._next_rescan:
             self._discover(now, event=rescan)
@@ -123,6 +127,20 @@ class TailCore:
             self.opener.open_waiting(now)
         self._read_ready(now)
         return CycleResult(self.emitter.take(), bool(table.ready), self._deadline(now))
+
+    def _adopt_pinned(self, pinned: list[tuple[str, int]], now: float) -> None:
+        """Files opened by the event thread as they appeared. One already renamed to a name no glob matches
+        (an application rotating fast) is read whole through its descriptor and then finished."""
+        known = {f.ident for f in self._unresolved}
+        for path, fd in pinned:
+            f = self.opener.adopt_pinned(path, fd, now, known)
+            if f is None:
+                continue
+            f.path = current_path(fd) or f.path
+            if not self.paths.included(f.path):
+                self.rotation.start_draining(f, "renamed before it was opened")
+            else:
+                self.table.index_path(f, f.path)
 
     def _rescan_interval(self, now: float) -> float:
         """Slow safety net while events arrive; poll_interval without them or while something is retried."""
@@ -324,6 +342,7 @@ class TailCore:
 
     def release(self) -> None:
         """Close every descriptor and stop watching; idempotent."""
+        self.box.close()
         self.watch.close()
         self.table.close_all()
         for f in self._unresolved:

@@ -78,6 +78,30 @@ class StreamOpener:
             self.problems.set(path, f"open: {exc.strerror or exc}")
             return None
 
+    def adopt_pinned(self, path: str, fd: int, now: float, known: set[tuple[int, int]]) -> Stream | None:
+        """A file the event thread opened as it appeared under a watched name: a new stream, read from 0.
+        None (descriptor closed) when its identity is followed already, or ``known`` (a restored checkpoint)."""
+        table = self.table
+        try:
+            st = os.fstat(fd)
+            ident = (st.st_dev, st.st_ino)
+            if not statmod.S_ISREG(st.st_mode) or ident in table.by_id or ident in known or not table.make_room():
+                os.close(fd)
+                return None
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            return None
+        f = Stream(path=path, dev=st.st_dev, ino=st.st_ino, real=real_path(path))
+        table.opened(f, fd)
+        f.head = pread_exact(fd, self.config.fingerprint_bytes, 0)
+        f.size, f.mtime_ns = st.st_size, st.st_mtime_ns
+        f.last_activity = now
+        table.add(f)
+        table.ready[f] = None
+        log.info("tail.file_opened", source=self.config.name, path=path, offset=0, how="as it appeared")
+        return f
+
     def open_waiting(self, now: float) -> None:
         """Files that waited for a descriptor, while there is room."""
         table = self.table

@@ -7,8 +7,6 @@ so the agent forgets the stream's checkpoint in the same transaction as its last
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
 from collections.abc import Sequence
 
@@ -22,7 +20,7 @@ from agent.tail.multiline import take_record
 from agent.tail.opening import StreamOpener
 from agent.tail.reader import LineReader
 from agent.tail.stats import TailStats
-from agent.tail.stream import Stream
+from agent.tail.stream import Stream, current_path
 from agent.tail.table import StreamTable
 
 log = structlog.get_logger(__name__)
@@ -44,10 +42,7 @@ class Rotation:
             return
         if f.fd is not None:
             # The rotated name (app.log.1) for status and for the checkpoint's search directory.
-            with contextlib.suppress(OSError):
-                current = os.readlink(f"/proc/self/fd/{f.fd}")
-                if current.startswith("/") and not current.endswith(" (deleted)"):
-                    f.path = current
+            f.path = current_path(f.fd) or f.path
         f.draining = True
         self.table.attention[f] = None
         f.drain_reason = reason

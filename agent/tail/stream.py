@@ -97,3 +97,12 @@ def guard_before(stream: Stream, position: int) -> bytes:
         return b""
     k = min(GUARD_BYTES, position)
     return pread_exact(stream.fd, k, position - k)
+
+
+def current_path(fd: int) -> str | None:
+    """The name an open file has now (it may have been renamed since it was opened); None once deleted."""
+    try:
+        current = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+    return current if current.startswith("/") and not current.endswith(" (deleted)") else None

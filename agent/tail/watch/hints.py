@@ -4,17 +4,30 @@ inotify events arrive on watchdog's threads. They never touch a source's streams
 lock, and wake the source's event loop task once per batch of hints. The loop takes them all at once and hands
 them to the worker thread with the next cycle. What the handler needs to filter cheaply (is this path one we
 follow?) is an immutable snapshot the worker publishes after each discovery.
+
+One thing is done on the event thread itself: a file that appears under a watched name is *opened* at once
+(``pinned``). An application that rotates its own log in an error storm (Python's RotatingFileHandler, log4j,
+lumberjack) renames ``app.log`` away milliseconds after creating it; by the time the worker lists the directory
+that file may be ``app.log.3``, a name no glob matches. Holding a descriptor from its creation on, the source
+reads it whole wherever it is renamed to. The descriptor is handed to the worker with the hints (ownership
+passes with it); a birth the handler could not open yet (renamed before the open) is followed through its
+renames and opened at the name it got.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.tail.identity import OPEN_FLAGS
 from agent.tail.scan import PathFilter
+
+MAX_PINNED = 256
+"""Descriptors waiting for the worker at most; beyond, a birth is left to the next directory scan."""
 
 
 @dataclass(slots=True)
@@ -25,9 +38,11 @@ class Hints:
     """Something appeared, moved or vanished (or a path we could not read changed): discover again."""
     overflowed: bool = False
     """Events were lost: discover with a deep scan."""
+    pinned: list[tuple[str, int]] = field(default_factory=list)
+    """Files that appeared under a watched name, opened by the event thread: (path then, descriptor)."""
 
     def __bool__(self) -> bool:
-        return bool(self.changed or self.rescan or self.overflowed)
+        return bool(self.changed or self.rescan or self.overflowed or self.pinned)
 
 
 class HintBox:
@@ -38,6 +53,10 @@ class HintBox:
         self._followed: frozenset[str] = frozenset()
         self._wake: Callable[[], None] | None = None
         self._signalled = False
+        self._unopened: set[str] = set()
+        """Paths of births the handler could not open yet (renamed on before the open): followed by name.
+        Touched by the event thread only (watchdog dispatches every event of an observer on one thread)."""
+        self._closed = False
 
     def bind(self, wake: Callable[[], None]) -> None:
         """``wake`` must be safe to call from any thread (e.g. ``loop.call_soon_threadsafe(event.set)``)."""
@@ -69,12 +88,52 @@ class HintBox:
             elif self._paths.included(src):
                 self._add(rescan=True)  # e.g. chmod of a file we could not open: retry now
             return
-        paths = [src]
-        dest = getattr(event, "dest_path", "")
-        if dest:
-            paths.append(os.fsdecode(dest))
-        if any(p in followed or self._paths.included(p) for p in paths):
+        dest = os.fsdecode(event.dest_path) if getattr(event, "dest_path", "") else ""
+        # a created (or renamed-in) file is a new identity at that name, whatever the snapshot says was there:
+        # pin it (the worker drops a descriptor of an identity it follows already)
+        if kind == "created" and self._paths.included(src):
+            self._pin(src)
+        elif kind == "moved" and dest:
+            if src in self._unopened:
+                self._unopened.discard(src)
+                self._pin(dest)  # a birth renamed before it could be opened: open it under its new name
+            elif src not in followed and self._paths.included(dest):
+                self._pin(dest)  # renamed into a watched name (an atomic replace): a new file there
+        elif kind == "deleted":
+            self._unopened.discard(src)
+        if src in followed or self._paths.included(src) or (dest and (dest in followed or self._paths.included(dest))):
             self._add(rescan=True)
+
+    def _pin(self, path: str) -> None:
+        """Open a file that just appeared (event thread); the descriptor goes to the worker with the hints."""
+        with self._lock:
+            full = len(self._hints.pinned) >= MAX_PINNED or self._closed
+        if full:
+            return
+        try:
+            fd = os.open(path, OPEN_FLAGS)
+        except FileNotFoundError:
+            if len(self._unopened) >= MAX_PINNED:  # events were lost (an overflow rescans): forget stale names
+                self._unopened.clear()
+            self._unopened.add(path)  # renamed (or deleted) already: its rename event says where it went
+            return
+        except OSError:
+            return  # e.g. permission denied: the scan reports it
+        with self._lock:
+            if not self._closed:
+                self._hints.pinned.append((path, fd))
+                fd = -1
+        if fd >= 0:
+            os.close(fd)
+
+    def close(self) -> None:
+        """No more descriptors are taken; those not handed to the worker are closed."""
+        with self._lock:
+            self._closed = True
+            pinned, self._hints.pinned = self._hints.pinned, []
+        for _path, fd in pinned:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def overflowed(self) -> None:
         self._add(overflowed=True)
