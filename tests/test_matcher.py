@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent import matcher as matcher_mod
 from agent.lines import LineChunk
+from agent.match import charsets, sre
 from agent.matcher import MultiMatcher, available_engines
 
 ENGINES = available_engines()
@@ -293,7 +293,7 @@ def test_concurrent_scans_from_threads(engine: str) -> None:
 
 
 # ------------------------------------------------------------------------------------ translation core
-@pytest.mark.skipif(matcher_mod._sre_parse is None, reason="no access to Python's regex parser")
+@pytest.mark.skipif(sre.parser is None, reason="no access to Python's regex parser")
 @pytest.mark.parametrize(
     "atom",
     [r"(?i)k", r"(?i)s", r"(?i)ß", r"(?i)ẞ", r"(?i)i", r"(?i)µ", r"(?i)[^k]", r"(?i)[a-z\d]", r"(?i)\W",
@@ -303,7 +303,7 @@ def test_charset_oracle_equals_full_unicode_scan(atom: str) -> None:
     """The reduced case-folding universe must give the same set as asking re about every code point."""
     from re import _parser
 
-    oracle = matcher_mod._CharsetOracle()
+    oracle = charsets.CharsetOracle()
     parsed = _parser.parse(atom, 0)
     node = parsed.data[0]
     fast = oracle.atom(node, parsed.state.flags)
