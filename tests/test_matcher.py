@@ -17,8 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.lines import LineChunk
-from agent.match import charsets, sre
-from agent.matcher import MultiMatcher, available_engines
+from agent.match import MultiMatcher, available_engines, charsets, sre
 
 ENGINES = available_engines()
 

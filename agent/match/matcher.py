@@ -18,9 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from agent.lines import LineChunk
-from agent.match.engines import Engine, EngineName, Variant, available_engines, select
-
-__all__ = ["EngineName", "LineMatch", "MultiMatcher", "available_engines"]
+from agent.match.engines import Engine, EngineName, Variant, select
 
 LineMatch = tuple[int, int, re.Match[str]]  # (line index, pattern index, match)
 
