@@ -4,8 +4,9 @@ Rules are written in Python ``re`` syntax and downstream code needs real ``re.Ma
 alert templates), so the results here are, by contract, exactly those of ``re.compile(p).search(line)`` for
 every pattern and line. Running 20 patterns per line with ``re`` manages 0.05-0.2M lines/s (bench/); a log
 burst needs an order of magnitude more. So a fast engine (``engines``) only *nominates* candidate (line,
-pattern) pairs and ``re`` confirms them; patterns the engine cannot take, and lines it cannot see faithfully
-(an embedded ``\\n``, a lone surrogate), are checked with ``re`` directly.
+pattern) pairs and ``re`` confirms them (see docs/matching.md and the "Matching speed" field notes). Patterns
+the engine cannot take (``describe()`` lists them), and lines it cannot see faithfully (an embedded ``\\n``,
+a lone surrogate), are checked with ``re`` directly.
 
 Thread safety: ``scan()`` keeps all per-call state local and the engines' programs are read-only (hyperscan
 scratch space is per thread), so calls from ``asyncio.to_thread`` workers, even concurrent ones, are safe.
