@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from agent.events import template_fields, validate_template
 from agent.lines import LineChunk
-from agent.matcher import MultiMatcher
+from agent.match import MultiMatcher
 from agent.units import Duration
 
 BUILTIN_FIELDS = {"host", "path", "line", "rule", "source", "count", "first_seen", "last_seen", "samples",

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.matcher import MultiMatcher, available_engines
+from agent.match import MultiMatcher, available_engines
 
 RULES = [
     r"\bERROR\b",

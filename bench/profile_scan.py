@@ -17,7 +17,7 @@ from scan import run_agent
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]*?)(?::(?P<line>\d+))?\)$")
 
 IDLE_LEAVES = ("EpollSelector.select", "thread.py:_worker", "Condition.wait", "_check_inotify_fd", "Event.wait")
-STARTUP = ("importlib", "_build_hyperscan", "_CharsetOracle", "load_config", "MultiMatcher.__init__",
+STARTUP = ("importlib", "HyperscanEngine.build", "CharsetOracle", "load_config", "MultiMatcher.__init__",
            "Agent.start (")
 ROLES = [  # first match wins, searched in the whole stack
     ("aiohttp trust_env lookups per request (default executor: env proxies, ~/.netrc)",
