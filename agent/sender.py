@@ -282,8 +282,8 @@ class OutputSender:
         # them here also makes the series exist from the start at 0, so increase() sees the first event
         self._sent_counter = metrics.events_sent.labels(config.name) if metrics is not None else None
         self._latency_histogram = metrics.send_latency.labels(config.name) if metrics is not None else None
-        outbox.on_new_events(self._on_new_events)
-        outbox.on_rows_removed(self._forget_window)
+        outbox.queue.on_new_events(self._on_new_events)
+        outbox.queue.on_rows_removed(self._forget_window)
 
     def _on_new_events(self) -> None:
         self._maybe_more = True
@@ -308,7 +308,7 @@ class OutputSender:
         while self._acked:
             ids, self._acked = self._acked, []
             try:
-                await self.outbox.delivered(ids)
+                await self.outbox.queue.delivered(ids)
             except sqlite3.Error as exc:
                 # The store cannot record deliveries (disk full). Keep them pending — never re-send what
                 # Flashduty accepted — and retry; the outbox reports disk_full meanwhile.
@@ -326,7 +326,7 @@ class OutputSender:
         if not self._maybe_more or len(self._window) >= self.WINDOW:
             return
         want = self.WINDOW - len(self._window)
-        rows = await self.outbox.head(self.config.name, want, after_id=self._fetched_upto)
+        rows = await self.outbox.queue.head(self.config.name, want, after_id=self._fetched_upto)
         for row in rows:
             self._fetched_upto = row.id
             if row.id not in self._acked_pending:
@@ -467,7 +467,7 @@ class OutputSender:
             event.attempts += 1
             event.next_attempt = time.time() + 5.0
             with contextlib.suppress(sqlite3.Error):
-                await self.outbox.reschedule(event.id, event.attempts, event.next_attempt, f"internal: {exc}")
+                await self.outbox.queue.reschedule(event.id, event.attempts, event.next_attempt, f"internal: {exc}")
         finally:
             self._in_flight.pop(event.id, None)
             self.stats.in_flight = len(self._in_flight)
@@ -524,7 +524,7 @@ class OutputSender:
                   "code": outcome.code, "message": outcome.message, "request_id": outcome.request_id}
         if not outcome.retryable:
             try:
-                await self.outbox.dead_letter(event, status=outcome.status, error_code=outcome.code,
+                await self.outbox.dead_letters.add(event, status=outcome.status, error_code=outcome.code,
                                               message=outcome.message, request_id=outcome.request_id)
             except sqlite3.Error as exc:
                 event.next_attempt = now + 30.0  # cannot move it aside now (disk full): try again later
@@ -548,7 +548,7 @@ class OutputSender:
         event.attempts += 1
         event.next_attempt = now + delay
         with contextlib.suppress(sqlite3.Error):  # the in-memory schedule holds; the store catches up later
-            await self.outbox.reschedule(event.id, event.attempts, event.next_attempt, self.stats.last_error)
+            await self.outbox.queue.reschedule(event.id, event.attempts, event.next_attempt, self.stats.last_error)
         log.warning("send_failed_will_retry", retry_in=round(delay, 3), attempt=event.attempts, **fields)
 
     async def _reassert(self, key: str) -> None:
@@ -559,13 +559,13 @@ class OutputSender:
                 await asyncio.sleep(wait)
                 continue
             busy = key in self._in_flight.values() or any(e.alert_key == key for e in self._window.values())
-            if busy or await self.outbox.has_pending(self.config.name, key):
+            if busy or await self.outbox.queue.has_pending(self.config.name, key):
                 await asyncio.sleep(1.0)
                 continue
             body = self._latest_body.pop(key, None)
             self._uncertain_until.pop(key, None)
             if body is not None:
-                await self.outbox.commit(Commit(events=[QueuedEvent(self.config.name, key, json.loads(body))]))
+                await self.outbox.writer.commit(Commit(events=[QueuedEvent(self.config.name, key, json.loads(body))]))
                 log.info("event_resent_after_uncertain_delivery", output=self.config.name, alert_key=key)
             return
 

@@ -52,18 +52,18 @@ async def test_reassert_never_resends_a_stale_critical_after_a_newer_ok(outbox: 
     a stale Critical after it re-opens an alert nobody will close."""
     fake.reset_next(1)  # read, then the connection dropped: the server may have processed it
     sender = OutputSender(OutputConfig(push_url=fake.url, timeout=0.2, retry_initial=0.02, retry_max=0.1), outbox)
-    checked = outbox.has_pending
+    checked = outbox.queue.has_pending
     hooked: list[bool] = []
 
     async def check_then_the_engine_resolves(output: str, key: str) -> Any:
         pending = await checked(output, key)
         if not hooked:
             hooked.append(pending)
-            await outbox.commit(Commit(events=[event("k", "Ok")]))  # the engine's newer event of the key
+            await outbox.writer.commit(Commit(events=[event("k", "Ok")]))  # the engine's newer event of the key
         return pending
 
-    monkeypatch.setattr(outbox, "has_pending", check_then_the_engine_resolves)
-    await outbox.commit(Commit(events=[event("k", "Critical")]))
+    monkeypatch.setattr(outbox.queue, "has_pending", check_then_the_engine_resolves)
+    await outbox.writer.commit(Commit(events=[event("k", "Critical")]))
     async with running(sender):
         await fake.wait_until(lambda: len(fake.events_for("k")) >= 3, 20)
         await fake.wait_until(lambda: outbox.stats.depth == 0, 5)
