@@ -22,8 +22,8 @@ STARTUP = ("importlib", "_build_hyperscan", "_CharsetOracle", "load_config", "Mu
 ROLES = [  # first match wins, searched in the whole stack
     ("aiohttp trust_env lookups per request (default executor: env proxies, ~/.netrc)",
      ("get_env_proxy_for_url", "_get_netrc_auth")),
-    ("sender (event loop: OutputSender)", ("agent/sender.py",)),
-    ("outbox thread (SQLite)", ("_apply_sync", "outbox.py")),
+    ("sender (event loop: OutputSender)", ("agent/sender/",)),
+    ("outbox thread (SQLite)", ("apply_sync", "agent/outbox/")),
     ("matcher (to_thread: RuleSet.evaluate)", ("evaluate (agent/rules.py",)),
     ("tailer thread (read/split)", ("_cycle (agent/tail.py",)),
     ("event loop", ("run_forever", "_run_once")),

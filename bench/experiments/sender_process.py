@@ -49,7 +49,7 @@ async def _child(state_dir: str, url: str) -> None:
     async def poll() -> None:  # new rows come from another process: no in-process wake-up
         while True:
             await asyncio.sleep(0.005)
-            sender._maybe_more = True
+            sender._window.maybe_more = True
             sender.wake()
 
     poller = asyncio.create_task(poll())

@@ -1,0 +1,67 @@
+"""Uncertain deliveries: an attempt that timed out or was cut off after sending may still be processed
+by the server later, after newer events of its key. Once the key is quiet and that attempt could have
+landed, the key's latest delivered event is queued again (identical events are discarded server-side),
+so Flashduty's last word on the key is the newest state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+
+import structlog
+
+from agent.outbox import Commit, Outbox, QueuedEvent
+
+log = structlog.get_logger(__name__)
+
+
+class UncertainDeliveries:
+    """Per output: the keys with an uncertain attempt, and one re-send task per such key."""
+
+    SETTLE_MARGIN = 5.0  # seconds past 2 x the request timeout after which an abandoned attempt has landed
+
+    def __init__(self, outbox: Outbox, output: str, timeout: float, busy: Callable[[str], bool]) -> None:
+        self._outbox = outbox
+        self._output = output
+        self._timeout = timeout
+        self._busy = busy  # the key has an event in flight or waiting in the sender's window
+        self._until: dict[str, float] = {}
+        self._latest_body: dict[str, str] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def attempt_uncertain(self, key: str, now: float) -> None:
+        settle = now + 2 * self._timeout + self.SETTLE_MARGIN
+        self._until[key] = max(settle, self._until.get(key, 0.0))
+
+    def delivered(self, key: str, body: str) -> None:
+        """An event of ``key`` was accepted: if the key is uncertain, it is the one to re-send."""
+        if key not in self._until:
+            return
+        self._latest_body[key] = body
+        task = self._tasks.get(key)
+        if task is None or task.done():
+            self._tasks[key] = asyncio.create_task(self._reassert(key))
+
+    def close(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+
+    async def _reassert(self, key: str) -> None:
+        """Queue the key's latest delivered event again once an abandoned attempt can no longer overtake it."""
+        while True:
+            wait = self._until.get(key, 0.0) - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            if self._busy(key) or await self._outbox.queue.has_pending(self._output, key):
+                await asyncio.sleep(1.0)
+                continue
+            body = self._latest_body.pop(key, None)
+            self._until.pop(key, None)
+            if body is not None:
+                await self._outbox.writer.commit(Commit(events=[QueuedEvent(self._output, key, json.loads(body))]))
+                log.info("event_resent_after_uncertain_delivery", output=self._output, alert_key=key)
+            return
