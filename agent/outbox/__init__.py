@@ -19,7 +19,16 @@ import os
 
 from agent.outbox.config import OutboxConfig
 from agent.outbox.dead_letters import DeadLetters
-from agent.outbox.model import Commit, OutboxFull, OutboxStats, PendingEvent, QueuedEvent, encode_body
+from agent.outbox.model import (
+    Change,
+    Commit,
+    OutboxFull,
+    OutboxStats,
+    PendingEvent,
+    QueuedEvent,
+    Reassert,
+    encode_body,
+)
 from agent.outbox.queue import DeliveryQueue
 from agent.outbox.store import Store
 from agent.outbox.writer import MAX_QUEUED_CHANGES, MAX_QUEUED_EVENTS, Writer
@@ -27,6 +36,7 @@ from agent.outbox.writer import MAX_QUEUED_CHANGES, MAX_QUEUED_EVENTS, Writer
 __all__ = [
     "MAX_QUEUED_CHANGES",
     "MAX_QUEUED_EVENTS",
+    "Change",
     "Commit",
     "DeadLetters",
     "DeliveryQueue",
@@ -36,6 +46,7 @@ __all__ = [
     "OutboxStats",
     "PendingEvent",
     "QueuedEvent",
+    "Reassert",
     "Writer",
     "encode_body",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,32 @@ class Commit:
         return not (self.events or self.checkpoints or self.forget_checkpoints or self.alerts or self.forget_alerts)
 
 
+@dataclass(slots=True)
+class Reassert:
+    """Queue a key's latest delivered event again unless an event of that key is still queued.
+
+    A step of the ordered writer, not a write of its own: the check and the insert run in the writer's
+    transaction, at the step's place in submission order, and ``latest_body`` is asked for the body only
+    when the group holding the step is handed to the store thread (the argument that this never re-sends
+    an older state is in ``Writer._hand_off``). Its body is not counted by ``on_full: block_sources``
+    (it is not known before the hand-off; one event).
+    """
+
+    output: str
+    alert_key: str
+    latest_body: Callable[[], str | None]  # the key's latest delivered body (exact JSON text), asked at hand-off
+    body: str | None = None  # as resolved at hand-off
+    queued: bool = False  # set by the store: the body was queued again (False: the key had a queued event)
+
+    @property
+    def events(self) -> list[QueuedEvent]:  # a reassert is not counted against the writer's event bound
+        return []
+
+    def empty(self) -> bool:
+        return False
+
+
+Change = Commit | Reassert
 
 
 @dataclass(slots=True)

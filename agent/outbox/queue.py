@@ -42,14 +42,6 @@ class DeliveryQueue:
 
         return await self._store.call(_read)
 
-    async def has_pending(self, output: str, alert_key: str) -> bool:
-        def _read() -> bool:
-            row = self._store.db.execute(
-                "SELECT 1 FROM events WHERE output=? AND alert_key=? LIMIT 1", (output, alert_key)).fetchone()
-            return row is not None
-
-        return await self._store.call(_read)
-
     async def delivered(self, event_ids: Iterable[int]) -> None:
         ids = json_text(list(event_ids))
         store = self._store

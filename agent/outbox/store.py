@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import structlog
 
 from agent.outbox.config import OutboxConfig
-from agent.outbox.model import Commit, OutboxStats, encode_body
+from agent.outbox.model import Change, OutboxStats, Reassert, encode_body
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -215,7 +215,7 @@ class Store:
     def read_alert_states_sync(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT alert_key, state FROM alerts").fetchall())
 
-    def apply_sync(self, changes: Sequence[Commit]) -> tuple[int, int]:
+    def apply_sync(self, changes: Sequence[Change]) -> tuple[int, int]:
         """Apply changes in order in one transaction (all or none); returns (events added, events dropped)."""
         db = self.db
         now = time.time()
@@ -223,6 +223,11 @@ class Store:
         db.execute("BEGIN IMMEDIATE")
         try:
             for change in changes:
+                if isinstance(change, Reassert):
+                    size = self._reassert_sync(change, now)
+                    added += 1 if size else 0
+                    added_bytes += size
+                    continue
                 rows = []
                 for ev in change.events:
                     body = encode_body(ev.body)
@@ -264,6 +269,20 @@ class Store:
             if added and self.oldest_created is None:
                 self.oldest_created = now
         return added, dropped
+
+    def _reassert_sync(self, step: Reassert, now: float) -> int:
+        """Inside the writer's transaction: queue ``step.body`` unless an event of its key is queued (one
+        committed before, or earlier in this transaction). Returns the bytes added."""
+        step.queued = False
+        if step.body is None:
+            return 0
+        queued = self.db.execute("SELECT 1 FROM events WHERE output=? AND alert_key=? LIMIT 1",
+                                 (step.output, step.alert_key)).fetchone()
+        if queued is not None:
+            return 0
+        self.db.execute(INSERT_EVENT, (step.output, step.alert_key, step.body, len(step.body), now))
+        step.queued = True
+        return len(step.body)
 
     def _drop_oldest_sync(self, excess: int) -> int:
         freed = dropped = 0

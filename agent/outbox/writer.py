@@ -1,4 +1,5 @@
-"""The one ordered writer of the agent: every change to the outbox's queue, checkpoints and alert state.
+"""The one ordered writer of the agent: every change to the outbox's queue, checkpoints and alert state,
+and the senders' re-sends after an uncertain delivery (``Reassert`` steps).
 
 Ordering is the point. ``submit`` is synchronous and appends to one queue, so the store receives changes
 in exactly the order the agent produced them: an ``Ok`` the ticker produces never gets an event id below
@@ -21,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from agent.outbox.model import Commit, OutboxFull, encode_body
+from agent.outbox.model import Change, Commit, OutboxFull, Reassert, encode_body
 from agent.outbox.store import Store
 
 log = structlog.get_logger(__name__)
@@ -33,7 +34,7 @@ MAX_QUEUED_EVENTS = 10_000
 RETRY_INITIAL = 0.5  # seconds before the first retry of a failed transaction, doubling
 RETRY_MAX = 30.0
 
-_Item = tuple[Commit, Callable[[], None] | None, asyncio.Future[None]]
+_Item = tuple[Change, Callable[[], None] | None, asyncio.Future[None]]
 
 
 class Writer:
@@ -60,7 +61,7 @@ class Writer:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-writer")
 
-    def submit(self, change: Commit, on_done: Callable[[], None] | None = None) -> asyncio.Future[None]:
+    def submit(self, change: Change, on_done: Callable[[], None] | None = None) -> asyncio.Future[None]:
         """Queue ``change`` behind everything submitted before it. Synchronous on purpose: the order of
         calls is the order of commits. The future completes once the change is durable, or fails with
         OutboxFull when shutdown gave up on it; ``on_done`` is called in either case (a source's
@@ -76,7 +77,7 @@ class Writer:
             self._wake.set()
         return future
 
-    async def commit(self, change: Commit) -> None:
+    async def commit(self, change: Change) -> None:
         """Submit and wait until the change is durable (in WAL; fsync per the mode)."""
         await self.submit(change)
 
@@ -155,7 +156,7 @@ class Writer:
             # batch, which only needs on_done) must not add "exception was never retrieved" noise.
             future.exception()
 
-    async def _write_group(self, changes: Sequence[Commit]) -> None:
+    async def _write_group(self, changes: Sequence[Change]) -> None:
         """One transaction for the group, retried forever on storage errors until shutdown begins."""
         changes = [c for c in changes if not c.empty()]
         if not changes:
@@ -165,7 +166,7 @@ class Writer:
             if self._store.config.on_full == "block_sources":
                 await self._wait_for_space(changes)
             try:
-                added, dropped = await self._store.submit(self._store.apply_sync, changes)
+                added, dropped = await self._hand_off(changes)
             except sqlite3.Error as exc:
                 self._store.note_write_error(exc)
                 if self._store.stats.disk_full:
@@ -186,7 +187,34 @@ class Writer:
                 self._store.added()
             return
 
-    async def _wait_for_space(self, changes: Sequence[Commit]) -> None:
+    def _hand_off(self, changes: Sequence[Change]) -> asyncio.Future[tuple[int, int]]:
+        """Resolve the bodies of reassert steps and hand the group to the store thread, in one synchronous
+        step (no await between the two).
+
+        Why a reassert can never re-send a state older than one Flashduty has or will get before it: let T
+        be the transaction holding the step, handed over now, and X the row it would insert.
+        - Every event of the key submitted before the step is committed before T or earlier in T, with an id
+          below X. At T's check (on the store thread, inside T) each is either still queued, and then T
+          inserts nothing (that newer event goes out anyway, after the abandoned attempt could land), or its
+          row is gone.
+        - A row leaves the queue only through a job on the same store thread, and the thread runs jobs in
+          hand-off order. For a delivered row the sender records the accepted body (``latest_body``) on the
+          loop when the answer arrives, before it even creates the job that deletes the row. So a delete that
+          ran before T was created before this moment, the body it delivered was recorded before the
+          ``latest_body()`` below, and that call returns it or a later delivery of the key (the sender sends
+          a key's events in id order: later is newer). A delivery whose delete is handed over after this
+          moment still has its row at T's check, so T inserts nothing.
+        - Events submitted after the step get ids above X and are sent after it.
+        - Rows removed without delivery (dead-lettered, expired, dropped) never reached Flashduty, so the
+          resolved body is still the newest state Flashduty accepted for the key.
+        A retry after a storage error hands the group over again, and resolves again.
+        """
+        for change in changes:
+            if isinstance(change, Reassert):
+                change.body = change.latest_body()
+        return self._store.submit(self._store.apply_sync, changes)
+
+    async def _wait_for_space(self, changes: Sequence[Change]) -> None:
         """``on_full: block_sources``: hold the group (and so everything behind it) until senders free room."""
         stats, limit = self._store.stats, self._store.config.max_bytes
         new_bytes = sum(len(encode_body(e.body)) for c in changes for e in c.events)

@@ -2,18 +2,21 @@
 by the server later, after newer events of its key. Once the key is quiet and that attempt could have
 landed, the key's latest delivered event is queued again (identical events are discarded server-side),
 so Flashduty's last word on the key is the newest state.
+
+The re-send is a ``Reassert`` step of the outbox's ordered writer: the check that no event of the key is
+queued and the insert are one transaction, and the body is the key's latest delivered one at the moment
+the step is handed to the store thread (why that can never re-send an older state: ``Writer._hand_off``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 
 import structlog
 
-from agent.outbox import Commit, Outbox, QueuedEvent
+from agent.outbox import Outbox, OutboxFull, Reassert
 
 log = structlog.get_logger(__name__)
 
@@ -22,6 +25,7 @@ class UncertainDeliveries:
     """Per output: the keys with an uncertain attempt, and one re-send task per such key."""
 
     SETTLE_MARGIN = 5.0  # seconds past 2 x the request timeout after which an abandoned attempt has landed
+    RECHECK = 1.0  # seconds between checks while the key is busy
 
     def __init__(self, outbox: Outbox, output: str, timeout: float, busy: Callable[[str], bool]) -> None:
         self._outbox = outbox
@@ -37,7 +41,9 @@ class UncertainDeliveries:
         self._until[key] = max(settle, self._until.get(key, 0.0))
 
     def delivered(self, key: str, body: str) -> None:
-        """An event of ``key`` was accepted: if the key is uncertain, it is the one to re-send."""
+        """An event of ``key`` was accepted: if the key is uncertain, it is the one to re-send. Called on the
+        loop as the answer arrives, before the delete of its row is handed to the store (``_hand_off``
+        relies on that order)."""
         if key not in self._until:
             return
         self._latest_body[key] = body
@@ -52,16 +58,25 @@ class UncertainDeliveries:
     async def _reassert(self, key: str) -> None:
         """Queue the key's latest delivered event again once an abandoned attempt can no longer overtake it."""
         while True:
-            wait = self._until.get(key, 0.0) - time.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            until = self._until.get(key, 0.0)
+            if until - time.time() > 0:
+                await asyncio.sleep(until - time.time())
                 continue
-            if self._busy(key) or await self._outbox.queue.has_pending(self._output, key):
-                await asyncio.sleep(1.0)
+            if self._busy(key):  # cheap, in memory; the store's check in the step is the one that counts
+                await asyncio.sleep(self.RECHECK)
                 continue
-            body = self._latest_body.pop(key, None)
+            step = Reassert(self._output, key, lambda: self._latest_body.get(key))
+            try:
+                await self._outbox.writer.submit(step)
+            except OutboxFull:  # shutting down with a store that cannot write: nothing more to do here
+                return
+            if step.body is not None and not step.queued:  # an event of the key is queued: check again later
+                await asyncio.sleep(self.RECHECK)
+                continue
+            if self._until.get(key) != until:  # another attempt became uncertain meanwhile: wait for it too
+                continue
             self._until.pop(key, None)
-            if body is not None:
-                await self._outbox.writer.commit(Commit(events=[QueuedEvent(self._output, key, json.loads(body))]))
+            self._latest_body.pop(key, None)
+            if step.queued:
                 log.info("event_resent_after_uncertain_delivery", output=self._output, alert_key=key)
             return
