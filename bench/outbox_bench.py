@@ -1,4 +1,4 @@
-"""Section 5: outbox throughput: events/s durably committed through ``agent.outbox.Outbox`` (group commit).
+"""Section 5: outbox throughput: events/s durably committed through the outbox's ordered writer (group commit).
 
 Each committer is a coroutine that loops ``await outbox.writer.commit(Commit(events=[...], checkpoints=[...]))``,
 like a source pipeline does (one checkpoint per commit). ``commit`` returns only once the transaction holding
