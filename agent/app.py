@@ -14,7 +14,6 @@ import contextlib
 import ctypes
 import os
 import signal
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,7 +44,6 @@ SEEN_MARKER = "__dutytail_source_seen__"  # checkpoint key recording that a sour
 QUEUE_BATCHES = 8  # bounded queue between a source and its pipeline: backpressure, bounded memory
 MATCH_AHEAD = 3  # batches of one source matched concurrently, ahead of the alert engine (see _pipeline)
 HITS_PER_ROOM_CHECK = 1000  # matches fed to the alert engine between checks for alert capacity
-MAX_QUEUED_EVENTS = 10_000  # events waiting for the committer before pipelines pause
 ALERT_ROOM_WAIT = 5.0  # a crowded engine pauses a source only for resolves due within this many seconds
 
 
@@ -94,12 +92,6 @@ class Agent:
         self.inotify = InotifyHub()  # one inotify observer for every file source
         self._background: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
-        self._stopping = asyncio.Event()  # set when shutdown begins: failing commits stop retrying
-        self._commit_queue: list[tuple[Commit, Callable[[], None] | None, asyncio.Future[None] | None]] = []
-        self._commit_queue_events = 0
-        self._commit_wake = asyncio.Event()
-        self._commit_space = asyncio.Event()
-        self._committer_task: asyncio.Task[None] | None = None
         self.check_runs: dict[tuple[str, str], int] = {}
         self.source_paused_seconds: dict[str, float] = {}  # waiting for open alerts to resolve
         self._room_logged = 0.0
@@ -120,9 +112,8 @@ class Agent:
             log.warning("secret_file_world_readable", detail=warning)
         await asyncio.to_thread(Path(self.config.state_dir).mkdir, parents=True, exist_ok=True)
         await self.outbox.open()
-        self._committer_task = asyncio.create_task(self._committer(), name="committer")
         self.engine.restore(await self.outbox.alert_states())
-        await self._commit(Commit(events=self.engine.resolve_removed(self._alive_rules(), time.time())))
+        await self.outbox.writer.commit(Commit(events=self.engine.resolve_removed(self._alive_rules(), time.time())))
         for output in self.config.flashduty:
             self._start_sender(output.name)
         for source_config in [*self.config.logs, *self.config.journal]:
@@ -164,7 +155,7 @@ class Agent:
     async def shutdown(self) -> None:
         """Stop sources, commit what they read, flush what can be sent in time, keep the rest on disk."""
         self.notifier.stopping()
-        self._stopping.set()
+        self.outbox.writer.begin_shutdown()  # failing commits stop retrying
         self.ready = False
         log.info("agent_stopping")
         for name in list(self.sources):
@@ -186,16 +177,7 @@ class Agent:
         if self.health is not None:
             await self.health.stop()
         await asyncio.to_thread(self.inotify.stop)
-        if self._committer_task is not None:
-            # a barrier behind everything still queued (checks, reload): those are committed first
-            barrier: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._enqueue_commit(Commit(), future=barrier)
-            with contextlib.suppress(OutboxFull):
-                await barrier
-            self._committer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._committer_task
-        await self.outbox.close()
+        await self.outbox.close()  # commits what is still queued (checks, reload) first
         log.info("agent_stopped", queued=self.outbox.stats.depth)
 
     # --- sources and pipelines --------------------------------------------------------------------------
@@ -210,7 +192,7 @@ class Agent:
                         note="offsets were lost with the corrupt store; already-sent events may be sent again")
         checkpoints = {k: Checkpoint(k, v) for k, v in stored.items() if k != SEEN_MARKER}
         if SEEN_MARKER not in stored:
-            await self._commit(Commit(checkpoints=[(cfg.name, SEEN_MARKER, "{}")]))
+            await self.outbox.writer.commit(Commit(checkpoints=[(cfg.name, SEEN_MARKER, "{}")]))
         queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=QUEUE_BATCHES)
         source: Source
         if isinstance(cfg, JournalSourceConfig):
@@ -261,7 +243,7 @@ class Agent:
             delay = min(delay * 2, 60.0)
 
     async def _pipeline(self, runtime: SourceRuntime) -> None:
-        """Evaluate batches in order and hand their changes to the agent's one ordered committer, so
+        """Evaluate batches in order and hand their changes to the outbox's one ordered writer, so
         matching batch N+1 overlaps the commit of batch N. ``runtime.queue.join()`` returns only once every
         batch is committed.
 
@@ -312,8 +294,8 @@ class Agent:
             runtime.batches += 1
             runtime.queue.task_done()
 
-        self._enqueue_commit(change, on_done=committed)
-        await self._commit_backpressure()
+        self.outbox.writer.submit(change, on_done=committed)
+        await self.outbox.writer.backpressure()
 
     async def _evaluate(self, name: str, runtime: SourceRuntime, batch: Batch, hits: list[Hit]) -> Commit:
         events: list[QueuedEvent] = []
@@ -324,9 +306,9 @@ class Agent:
                 # Commit what this batch produced so far (in engine order, without the checkpoint: a crash
                 # re-reads the batch), then let due resolves free room before opening more alerts.
                 upserts, removed = self.engine.take_changes()
-                self._enqueue_commit(Commit(events=events, alerts=upserts, forget_alerts=removed))
+                self.outbox.writer.submit(Commit(events=events, alerts=upserts, forget_alerts=removed))
                 events = []
-                await self._commit_backpressure()
+                await self.outbox.writer.backpressure()
                 await self._wait_for_alert_room(name)
             events += hit_events(self.engine, name, runtime.ruleset.rules, batch.path,
                                  hits[start:start + step], time.time())
@@ -351,7 +333,7 @@ class Agent:
             if due is None or due - now > ALERT_ROOM_WAIT:
                 break
             await asyncio.sleep(max(0.1, due - now))
-            # not awaited (the committer keeps engine order); a failure is the ticker's to report
+            # not awaited (the writer keeps engine order); a failure is the ticker's to report
             self._tick(time.time()).add_done_callback(lambda f: f.cancelled() or f.exception())
         waited = time.monotonic() - paused
         self.source_paused_seconds[source] = self.source_paused_seconds.get(source, 0.0) + waited
@@ -359,76 +341,6 @@ class Agent:
             self._room_logged = time.monotonic()
             log.info("source_paused_until_alerts_resolve", source=source, waited_s=round(waited, 2),
                      open_alerts=len(self.engine.states), max_open_alerts=self.engine.config.max_open_alerts)
-
-    def _enqueue_commit(self, change: Commit, *, on_done: Callable[[], None] | None = None,
-                        future: asyncio.Future[None] | None = None) -> None:
-        """Queue a change for the one ordered committer. Synchronous on purpose: the outbox receives changes
-        in the order the alert engine produced them, so an Ok from the ticker never gets an id below the
-        event it resolves that a source batch produced just before."""
-        self._commit_queue.append((change, on_done, future))
-        self._commit_queue_events += len(change.events)
-        self._commit_wake.set()
-
-    async def _commit_backpressure(self) -> None:
-        """Bound what waits for the committer, in changes and in events (a 1 MiB batch of a backlog can
-        carry 10,000+ events, each ~1.5 KiB in memory until it is on disk)."""
-        while len(self._commit_queue) > QUEUE_BATCHES * 4 or self._commit_queue_events > MAX_QUEUED_EVENTS:
-            self._commit_space.clear()
-            await self._commit_space.wait()
-
-    async def _committer(self) -> None:
-        """Commit queued changes in order; everything queued at once goes in one transaction."""
-        while True:
-            await self._commit_wake.wait()
-            self._commit_wake.clear()
-            while self._commit_queue:
-                items, self._commit_queue = self._commit_queue, []
-                self._commit_queue_events = 0
-                self._commit_space.set()
-                error: BaseException | None = None
-                try:
-                    await self._commit_many([change for change, _, _ in items])
-                except OutboxFull as exc:
-                    # shutting down while the store cannot write: checkpoints stay uncommitted, so the
-                    # lines are read again after the restart
-                    log.warning("changes_left_uncommitted_at_shutdown", changes=len(items))
-                    error = exc
-                for _, on_done, future in items:
-                    if on_done is not None:
-                        on_done()
-                    if future is not None and not future.done():
-                        if error is not None:
-                            future.set_exception(error)
-                        else:
-                            future.set_result(None)
-
-    async def _commit(self, change: Commit) -> None:
-        """Commit through the ordered committer and wait until it is durable."""
-        if change.empty():
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._enqueue_commit(change, future=future)
-        await future
-
-    async def _commit_many(self, changes: list[Commit]) -> None:
-        """Commit, retrying forever on storage errors (disk full): the source waits, nothing is dropped."""
-        delay = 0.5
-        while True:
-            try:
-                await self.outbox.commit_many(changes)
-                return
-            except OutboxFull:
-                raise
-            except sqlite3.Error as exc:
-                if self._stopping.is_set():
-                    # Shutting down and the store cannot write (disk full): leave the checkpoints
-                    # uncommitted, so these lines are read again after the restart, and stop in time.
-                    raise OutboxFull(f"cannot commit while shutting down: {exc}") from exc
-                log.warning("commit_failed_retrying", error=str(exc), retry_in=delay)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._stopping.wait()
-                delay = min(delay * 2, 30.0)
 
     # --- checks ---------------------------------------------------------------------------------------
 
@@ -447,7 +359,7 @@ class Agent:
             self.check_runs[run_key] = self.check_runs.get(run_key, 0) + 1
             events = self.engine.on_check(check, observation, time.time())
             upserts, removed = self.engine.take_changes()
-            await self._commit(Commit(events=events, alerts=upserts, forget_alerts=removed))
+            await self.outbox.writer.commit(Commit(events=events, alerts=upserts, forget_alerts=removed))
 
         self.checks = CheckScheduler(self.config.checks, observe, initial_status=initial)
         checks = self.checks
@@ -491,20 +403,14 @@ class Agent:
                 return  # shutting down with a store that cannot write: nothing more to do here
             if now - last_expire >= 60:
                 last_expire = now
-                await self.outbox.expire(now)
+                await self.outbox.queue.expire(now)
 
     def _tick(self, now: float) -> asyncio.Future[None]:
         """Resolves, reminders and storm summary due at ``now``, queued in engine order; the future
         completes when they are durable."""
         events = self.engine.tick(now)
         upserts, removed = self.engine.take_changes()
-        change = Commit(events=events, alerts=upserts, forget_alerts=removed)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if change.empty():
-            future.set_result(None)
-        else:
-            self._enqueue_commit(change, future=future)
-        return future
+        return self.outbox.writer.submit(Commit(events=events, alerts=upserts, forget_alerts=removed))
 
     def _alive_rules(self) -> set[tuple[str, str]]:
         alive = {(s.name, r.name) for s in [*self.config.logs, *self.config.journal] for r in s.rules}
@@ -585,7 +491,7 @@ class Agent:
             self._start_checks()
         events = self.engine.resolve_removed(self._alive_rules(), time.time())
         upserts, removed = self.engine.take_changes()
-        await self._commit(Commit(events=events, alerts=upserts, forget_alerts=removed))
+        await self.outbox.writer.commit(Commit(events=events, alerts=upserts, forget_alerts=removed))
         if self.health is not None and new.health != old.health:
             log.warning("reload_ignored_needs_restart", keys=["health"])
 
@@ -696,7 +602,7 @@ class Agent:
             "outbox": {
                 "depth": self.outbox.stats.depth,
                 "bytes": self.outbox.stats.bytes,
-                "oldest_age_seconds": self.outbox.oldest_age(),
+                "oldest_age_seconds": self.outbox.queue.oldest_age(),
                 "dead_letters": self.outbox.stats.dead_letters,
                 "dropped": dict(self.outbox.stats.dropped),
                 "disk_full": self.outbox.stats.disk_full,
@@ -731,7 +637,7 @@ class Agent:
             "check_callback_errors": {(k,): float(v["callback_errors"]) for k, v in checks.items()},
             "outbox_depth": self.outbox.stats.depth,
             "outbox_bytes": self.outbox.stats.bytes,
-            "outbox_oldest_age": self.outbox.oldest_age() or 0,
+            "outbox_oldest_age": self.outbox.queue.oldest_age() or 0,
             "dead_letters": self.outbox.stats.dead_letters,
             "open_alerts": sum(1 for s in self.engine.states.values() if s.firing),
             "files_tailed": self._files_tailed(),

@@ -231,7 +231,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         await outbox.open()
         try:
             if args.action == "list":
-                rows = await outbox.dead_letters()
+                rows = await outbox.dead_letters.list()
                 if args.json:
                     for row in rows:
                         print(REDACTOR.text(json.dumps(row, ensure_ascii=False, default=str)))
@@ -249,10 +249,10 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
                 print(f"say which dead letters to {args.action}: IDs or --all", file=sys.stderr)
                 return EXIT_FAILURE
             if args.action == "retry":
-                count = await outbox.retry_dead_letters(ids)
+                count = await outbox.dead_letters.retry(ids)
                 print(f"re-queued {count} dead letter(s); a running agent sends them within seconds")
             else:
-                count = await outbox.purge_dead_letters(ids)
+                count = await outbox.dead_letters.purge(ids)
                 print(f"purged {count} dead letter(s)")
             return EXIT_OK
         finally:

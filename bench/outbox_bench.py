@@ -1,6 +1,6 @@
-"""Section 5: outbox throughput: events/s durably committed through ``agent.outbox.Outbox`` (group commit).
+"""Section 5: outbox throughput: events/s durably committed through the outbox's ordered writer (group commit).
 
-Each committer is a coroutine that loops ``await outbox.commit(Commit(events=[...], checkpoints=[...]))``,
+Each committer is a coroutine that loops ``await outbox.writer.commit(Commit(events=[...], checkpoints=[...]))``,
 like a source pipeline does (one checkpoint per commit). ``commit`` returns only once the transaction holding
 the change is committed, so events/s here are durable events/s (WAL; fsync per the mode).
 """
@@ -57,7 +57,7 @@ async def _case(path: Path, fsync: str, committers: int, per_commit: int, flush:
         nonlocal done, commits
         events = [QueuedEvent("default", f"key-{k}", _BODY) for _ in range(per_commit)]
         while time.monotonic() < stop:
-            await ob.commit(Commit(events=events, checkpoints=[("bench", f"w{k}", _STATE)]))
+            await ob.writer.commit(Commit(events=events, checkpoints=[("bench", f"w{k}", _STATE)]))
             done += per_commit
             commits += 1
 

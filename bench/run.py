@@ -268,7 +268,8 @@ def section_outbox(args: argparse.Namespace, out: list[str], raw: dict[str, Any]
     out += [
         "## 5. Outbox throughput (group commit)",
         "",
-        f"`agent.outbox.Outbox` used directly: N concurrent committers each loop `await commit(Commit(events=[...], "
+        "The outbox's ordered writer (`agent.outbox.Outbox(...).writer`) used directly: N concurrent committers "
+        "each loop `await writer.commit(Commit(events=[...], "
         f"checkpoints=[1]))` for {args.outbox_seconds:g} s; `commit` returns after the transaction holding the "
         "change committed (durable per the fsync mode). Event body ~600 bytes. `flush_interval` default is "
         "`OutboxConfig`'s default.",

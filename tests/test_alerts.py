@@ -207,9 +207,9 @@ async def test_commits_reach_the_outbox_in_the_order_the_engine_produced_them(tm
         def body(status: str) -> dict:
             return {"title_rule": "t", "event_status": status, "alert_key": "k"}
 
-        agent._enqueue_commit(Commit(events=[QueuedEvent("default", "k", body("Warning"))]))  # as a pipeline does
-        await agent._commit(Commit(events=[QueuedEvent("default", "k", body("Ok"))]))  # as the ticker does
-        head = await agent.outbox.head("default", 10)
+        agent.outbox.writer.submit(Commit(events=[QueuedEvent("default", "k", body("Warning"))]))  # as a pipeline does
+        await agent.outbox.writer.commit(Commit(events=[QueuedEvent("default", "k", body("Ok"))]))  # as the ticker does
+        head = await agent.outbox.queue.head("default", 10)
         assert [json.loads(e.body)["event_status"] for e in head] == ["Warning", "Ok"]
     finally:
         await agent.shutdown()

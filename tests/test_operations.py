@@ -662,7 +662,7 @@ async def test_key_echoed_by_the_server_is_redacted_in_dead_letters_list(tmp_pat
         task = asyncio.create_task(sender.run())
         try:
             body = {"title_rule": "t", "event_status": "Critical", "alert_key": "k1"}
-            await box.commit(Commit(events=[QueuedEvent(output="default", alert_key="k1", body=body)]))
+            await box.writer.commit(Commit(events=[QueuedEvent(output="default", alert_key="k1", body=body)]))
             await wait_until(lambda: box.stats.dead_letters == 1, 10, "a dead letter")
         finally:
             await cancel_and_wait(task)

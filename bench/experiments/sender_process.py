@@ -34,7 +34,7 @@ async def _child(state_dir: str, url: str) -> None:
 
     outbox = Outbox(state_dir)
     await outbox.open()
-    head = outbox.head
+    head = outbox.queue.head
 
     async def due_now(*args: object, **kwargs: object) -> list:  # type: ignore[type-arg]
         rows = await head(*args, **kwargs)  # type: ignore[arg-type]
@@ -42,14 +42,14 @@ async def _child(state_dir: str, url: str) -> None:
             row.next_attempt = 0.0  # the parent's refused first attempts were rescheduled an hour ahead
         return rows
 
-    outbox.head = due_now  # type: ignore[method-assign]
+    outbox.queue.head = due_now  # type: ignore[method-assign]
     sender = OutputSender(OutputConfig(push_url=url, max_per_second=100_000, max_per_minute=10_000_000,
                                        concurrency=32), outbox)
 
     async def poll() -> None:  # new rows come from another process: no in-process wake-up
         while True:
             await asyncio.sleep(0.005)
-            sender._maybe_more = True
+            sender._window.maybe_more = True
             sender.wake()
 
     poller = asyncio.create_task(poll())

@@ -1,4 +1,4 @@
-"""Delivery over real networks parts: several outputs, TLS with a custom CA, HTTPS proxies."""
+"""The POST over real network parts: TLS with a custom CA (verification on by default), HTTPS proxies."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import trustme
 
-from agent.outbox import Commit, Outbox, OutboxConfig, QueuedEvent
+from agent.outbox import Commit, Outbox, QueuedEvent
 from agent.sender import OutputConfig, OutputSender
 from tests.conftest import wait_until
+from tests.delivery_helpers import open_outbox
+from tests.delivery_helpers import running as senders
 from tests.fake_flashduty import FakeFlashduty
 
 
@@ -22,41 +24,10 @@ def event(output: str, key: str) -> QueuedEvent:
                        body={"title_rule": key, "event_status": "Warning", "alert_key": key})
 
 
-@contextlib.asynccontextmanager
-async def senders(*items: OutputSender) -> AsyncIterator[None]:
-    tasks = [asyncio.create_task(s.run()) for s in items]
-    try:
-        yield
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for s in items:
-            await s.close()
-
-
 @pytest.fixture
 async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    box = Outbox(tmp_path, OutboxConfig())
-    await box.open()
-    yield box
-    await box.close()
-
-
-async def test_one_output_down_does_not_delay_another(outbox: Outbox) -> None:
-    async with FakeFlashduty(per_second=None, per_minute=None) as down, \
-            FakeFlashduty(per_second=None, per_minute=None) as up:
-        down.fail_for(30, status=503)
-        a = OutputSender(OutputConfig(name="a", push_url=down.url, retry_initial=0.05, retry_max=0.5), outbox)
-        b = OutputSender(OutputConfig(name="b", push_url=up.url), outbox)
-        await outbox.commit(Commit(events=[event("a", f"a{i}") for i in range(20)]))
-        await outbox.commit(Commit(events=[event("b", f"b{i}") for i in range(20)]))
-        async with senders(a, b):
-            await up.wait_for_events(20, timeout=5)
-        assert down.events == [] and len(down.requests) >= 1
-        assert a.status()["last_error"].startswith("503")
+    async with open_outbox(tmp_path) as box:
+        yield box
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +46,7 @@ async def test_custom_ca_bundle_and_verification_on_by_default(tmp_path: Path, o
     async with FakeFlashduty(ssl_context=server_ctx) as fake:
         assert fake.url.startswith("https://")
         untrusted = OutputSender(OutputConfig(name="default", push_url=fake.url, retry_initial=0.05), outbox)
-        await outbox.commit(Commit(events=[event("default", "k1")]))
+        await outbox.writer.commit(Commit(events=[event("default", "k1")]))
         async with senders(untrusted):
             await wait_until(lambda: untrusted.stats.failed >= 1, 5, "TLS failure")
         assert fake.events == []  # the unknown CA was refused: verification is on by default
@@ -138,7 +109,7 @@ async def test_https_through_configured_proxy_and_environment(tmp_path: Path, ou
     async with FakeFlashduty(ssl_context=server_ctx) as fake, ConnectProxy() as proxy:
         via_setting = OutputSender(OutputConfig(name="default", push_url=fake.url, ca_file=str(ca_file),
                                                 proxy=proxy.url), outbox)
-        await outbox.commit(Commit(events=[event("default", "k1")]))
+        await outbox.writer.commit(Commit(events=[event("default", "k1")]))
         async with senders(via_setting):
             await fake.wait_for_events(1)
         assert proxy.targets == [f"127.0.0.1:{fake.port}"]
@@ -146,13 +117,13 @@ async def test_https_through_configured_proxy_and_environment(tmp_path: Path, ou
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
         via_env = OutputSender(OutputConfig(name="default", push_url=fake.url, ca_file=str(ca_file)), outbox)
-        await outbox.commit(Commit(events=[event("default", "k2")]))
+        await outbox.writer.commit(Commit(events=[event("default", "k2")]))
         async with senders(via_env):
             await fake.wait_for_events(2)
         assert len(proxy.targets) == 2
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
         bypass = OutputSender(OutputConfig(name="default", push_url=fake.url, ca_file=str(ca_file)), outbox)
-        await outbox.commit(Commit(events=[event("default", "k3")]))
+        await outbox.writer.commit(Commit(events=[event("default", "k3")]))
         async with senders(bypass):
             await fake.wait_for_events(3)
         assert len(proxy.targets) == 2  # NO_PROXY honoured

@@ -1,0 +1,34 @@
+"""`dutytail send-test`: one POST without queueing or retries, reporting plainly what the API said."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from agent.lazy import lazy_import
+from agent.sender.config import OutputConfig, resolve_proxy
+from agent.sender.http import transport_error
+from agent.sender.outcome import SendOutcome, classify
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy_import("aiohttp")
+
+
+async def send_once(config: OutputConfig, body: dict[str, Any]) -> SendOutcome:
+    """One POST without queueing or retries (`dutytail send-test`): report what the API said, plainly."""
+    url = config.resolved_url()
+    connector = aiohttp.TCPConnector(ssl=config.tls())
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=config.timeout),
+                                     trust_env=False) as session:
+        try:
+            async with session.post(url, json=body, proxy=resolve_proxy(url, config.proxy)) as response:
+                raw = await response.read()
+                try:
+                    parsed = json.loads(raw) if raw else None
+                except ValueError:
+                    parsed = None
+                return classify(response.status, parsed, response.headers)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return transport_error(exc)
