@@ -210,6 +210,8 @@ class Harness:
         by_tag: dict[str, list[str]] = collections.defaultdict(list)
         for line in self.lines:
             by_tag[line.split(" ", 1)[0]].append(line)
+        want_by_tag: dict[str, list[str]] = collections.defaultdict(list)
+        for line in expected:
+            want_by_tag[line.split(" ", 1)[0]].append(line)
         for tag, got in by_tag.items():
-            want = [line for line in expected if line.split(" ", 1)[0] == tag]
-            assert got == want, f"lines of {tag} out of order"
+            assert got == want_by_tag[tag], f"lines of {tag} out of order"
