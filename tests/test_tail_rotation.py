@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from pathlib import Path
@@ -93,6 +94,31 @@ async def test_logrotate_delaycompress_two_rotations_lagging(tmp_path: Path, log
     await h.stop()
     h.assert_exactly(a + b + c, "logrotate delaycompress+compress x2, reader lagging")
     assert lag_a, "A should still have been draining (read through its descriptor) at the second rotation"
+
+
+@pytest.mark.parametrize("options", [("copytruncate",), ("copytruncate", "dateext", "dateformat -%s")])
+async def test_copytruncate_twice_while_the_reader_is_blocked(tmp_path: Path, logs: Path,
+                                                              options: tuple[str, ...]) -> None:
+    """Backpressure holds the reader across two rotations: the generation between them exists only as a copy
+    newer than the one holding what the reader was in, and is read whole (it used to be lost)."""
+    app = logs / "app.log"
+    g1, g2, g3 = make_lines("G1", 0, 3000), make_lines("G2", 0, 400), make_lines("G3", 0, 50)
+    append(app, g1[:10])
+    h = Harness(cfg(tmp_path), queue_size=2)
+    await lagging(h, app)
+    append(app, g1[10:])
+    await wait_until(lambda: h.stats.batches >= 3, what="reader blocked on the full queue")
+    logrotate(tmp_path, app, *options)
+    append(app, g2)
+    if "dateext" in options:
+        await asyncio.sleep(1.1)  # dateformat -%s: a new name each second
+    logrotate(tmp_path, app, *options)
+    append(app, g3)
+    h.gate.set()
+    await h.wait_lines(len(g1) + len(g2) + len(g3))
+    await h.wait_idle()
+    await h.stop()
+    h.assert_exactly(g1 + g2 + g3, f"logrotate {'+'.join(options)} twice, reader blocked")
 
 
 async def test_copytruncate_live_no_lag(tmp_path: Path, logs: Path) -> None:

@@ -62,7 +62,8 @@ class TailCore:
         self.emitter = Emitter(config.name, checkpoint.StreamKeys(set(checkpoints)), stats)
         self.reader = LineReader(config, stats)
         self.opener = StreamOpener(config, self.table, self.problems, self.emitter)
-        self.rotation = Rotation(config, self.table, self.opener, self.reader, self.emitter, stats)
+        self.rotation = Rotation(config, self.table, self.opener, self.reader, self.emitter, stats,
+                                 known=lambda: {f.ident for f in self._unresolved})
         self.watch: Watch = PollingWatch("not started")
         self.first_scan_done = False
         self.stopping = False
@@ -133,7 +134,7 @@ class TailCore:
         (an application rotating fast) is read whole through its descriptor and then finished."""
         known = {f.ident for f in self._unresolved}
         for path, fd in pinned:
-            f = self.opener.adopt_pinned(path, fd, now, known)
+            f = self.opener.follow_from_start(path, fd, now, known, "as it appeared")
             if f is None:
                 continue
             f.path = current_path(fd) or f.path

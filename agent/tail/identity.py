@@ -16,6 +16,8 @@ from agent.tail.stream import Stream
 
 COPY_CANDIDATES = 64
 """At most this many files of a directory are opened when looking for a rotated copy (cost bound)."""
+COMPRESSED_MAGIC = (b"\x1f\x8b", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd", b"BZh")
+"""gzip, xz, zstd, bzip2: a rotated file that starts so was compressed by the rotation."""
 OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
@@ -64,6 +66,55 @@ def search_dirs(f: Stream) -> list[str]:
     if f.real and os.path.dirname(f.real) not in dirs:
         dirs.append(os.path.dirname(f.real))
     return dirs
+
+
+def is_compressed(fd: int) -> bool:
+    head = pread_exact(fd, 6, 0)
+    return any(head.startswith(magic) for magic in COMPRESSED_MAGIC)
+
+
+def later_generations(live: Stream, copy_path: str, copy_mtime_ns: int, *, skip: Container[tuple[int, int]],
+                      heads: list[bytes]) -> list[tuple[str, int]]:
+    """Copies of the copytruncated file ``live`` newer than ``copy_path`` (the copy holding the content the
+    reader was in), oldest first, opened.
+
+    With copytruncate every generation is written into the same inode, and each rotation copies it to a new
+    file. When the reader was behind (backpressure) across two rotations, the generation between them was
+    never read and exists only as a copy newer than the one holding ``f``'s content: it must be read whole.
+    Only plain files under rotated names of the same base count, never the live file, a followed identity,
+    a copy of content the reader knows (``heads``) or a compressed file.
+    """
+    base = os.path.basename(live.path)
+    found: list[tuple[int, str]] = []
+    for d in search_dirs(live):
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name == base or not entry.name.startswith(base) or entry.path == copy_path:
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in skip or st.st_mtime_ns <= copy_mtime_ns or st.st_size == 0:
+                continue
+            found.append((st.st_mtime_ns, entry.path))
+    found.sort()
+    out: list[tuple[str, int]] = []
+    for _mtime, path in found[:COPY_CANDIDATES]:
+        try:
+            fd = os.open(path, OPEN_FLAGS)
+        except OSError:
+            continue
+        if is_compressed(fd) or any(h and pread_exact(fd, len(h), 0) == h for h in heads):
+            os.close(fd)
+            continue
+        out.append((path, fd))
+    return out
 
 
 def find_in_dirs(f: Stream, *, same_inode: bool, followed: Container[tuple[int, int]]

@@ -78,9 +78,11 @@ class StreamOpener:
             self.problems.set(path, f"open: {exc.strerror or exc}")
             return None
 
-    def adopt_pinned(self, path: str, fd: int, now: float, known: set[tuple[int, int]]) -> Stream | None:
-        """A file the event thread opened as it appeared under a watched name: a new stream, read from 0.
-        None (descriptor closed) when its identity is followed already, or ``known`` (a restored checkpoint)."""
+    def follow_from_start(self, path: str, fd: int, now: float, known: set[tuple[int, int]], how: str
+                          ) -> Stream | None:
+        """A new stream read from 0 on an open descriptor (a file opened as it appeared under a watched name,
+        a generation found rotated unread). None (descriptor closed) when its identity is followed already or
+        ``known`` (a restored checkpoint)."""
         table = self.table
         try:
             st = os.fstat(fd)
@@ -99,7 +101,7 @@ class StreamOpener:
         f.last_activity = now
         table.add(f)
         table.ready[f] = None
-        log.info("tail.file_opened", source=self.config.name, path=path, offset=0, how="as it appeared")
+        log.info("tail.file_opened", source=self.config.name, path=path, offset=0, how=how)
         return f
 
     def open_waiting(self, now: float) -> None:

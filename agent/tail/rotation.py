@@ -7,29 +7,32 @@ so the agent forgets the stream's checkpoint in the same transaction as its last
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 
 from agent.fileid import pread_exact
 from agent.tail.config import TailConfig
 from agent.tail.emit import Emitter
-from agent.tail.identity import find_in_dirs
+from agent.tail.identity import OPEN_FLAGS, find_in_dirs, later_generations
 from agent.tail.multiline import take_record
 from agent.tail.opening import StreamOpener
 from agent.tail.reader import LineReader
 from agent.tail.stats import TailStats
 from agent.tail.stream import Stream, current_path
-from agent.tail.table import StreamTable
+from agent.tail.table import Ident, StreamTable
 
 log = structlog.get_logger(__name__)
 
 
 class Rotation:
     def __init__(self, config: TailConfig, table: StreamTable, opener: StreamOpener, reader: LineReader,
-                 emitter: Emitter, stats: TailStats) -> None:
+                 emitter: Emitter, stats: TailStats, known: Callable[[], set[Ident]]) -> None:
         self.config = config
+        self.known = known
+        """Identities of restored checkpoints not followed yet (never to be read from 0)."""
         self.table = table
         self.opener = opener
         self.reader = reader
@@ -62,10 +65,28 @@ class Rotation:
             self.lose(f, "rotated file not found (compressed or deleted?)")
             return
         path, fd, st = found
+        original = Stream(path=f.path, dev=f.dev, ino=f.ino, real=f.real)
         self.table.unindex(f)
         self.opener.attach(f, fd, st, path, now)
         log.info("tail.rotated_file_found", source=self.config.name, path=path, how=how, offset=f.consumed)
         self.start_draining(f, f"found {how} after rotation")
+        if how == "copy" and self._truncated_in_place(original):
+            # copytruncate while the stream was not looked at: later rotations may hold unread generations
+            self.follow_later_generations(original, path, st.st_mtime_ns, f.head, now)
+            self.table.close_fd(original)
+
+    def _truncated_in_place(self, original: Stream) -> bool:
+        """Is the stream's own file still at its name (its content now another generation)? Opens it."""
+        try:
+            fd = os.open(original.path, OPEN_FLAGS)
+        except OSError:
+            return False
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != original.ident:
+            os.close(fd)
+            return False
+        self.table.opened(original, fd)
+        return True
 
     def lose(self, f: Stream, reason: str) -> None:
         lost = max(0, f.size - f.consumed)
@@ -104,6 +125,7 @@ class Rotation:
             old = self._old_content(f, path, st.st_dev, st.st_ino)
             self.opener.attach(old, fd, st, path, now)
             self.start_draining(old, "copy of a truncated file")
+            self.follow_later_generations(f, path, st.st_mtime_ns, old.head, now)
         elif f.key is not None or f.record:
             self.stats.bytes_lost += max(0, f.size - f.consumed)
             old = self._old_content(f, f.path, f.dev, f.ino)
@@ -117,6 +139,18 @@ class Rotation:
         f.checkpoint_pos = 0
         f.checkpoint_skipping = False
         f.size = 0
+
+    def follow_later_generations(self, live: Stream, copy_path: str, copy_mtime_ns: int, old_head: bytes | None,
+                                 now: float) -> None:
+        """Read the generations of the copytruncated file ``live`` rotated while the reader was behind (see
+        :func:`agent.tail.identity.later_generations`), each whole, oldest first."""
+        skip = set(self.table.by_id) | self.known()
+        live_head = pread_exact(live.fd, self.config.fingerprint_bytes, 0) if live.fd is not None else b""
+        heads = [h for h in (old_head, live_head) if h]
+        for path, fd in later_generations(live, copy_path, copy_mtime_ns, skip=skip, heads=heads):
+            stream = self.opener.follow_from_start(path, fd, now, skip, "a generation rotated unread")
+            if stream is not None:
+                self.start_draining(stream, "generation rotated while the reader was behind")
 
     @staticmethod
     def _old_content(f: Stream, path: str, dev: int, ino: int) -> Stream:
