@@ -553,10 +553,8 @@ class Agent:
             log.warning("reload_ignored_needs_restart", keys=["state_dir", "outbox"])
             new = new.model_copy(update={"state_dir": old.state_dir, "outbox": old.outbox})
         self.config = new
-        self.engine.config = new.alerts
-        self.engine.global_labels = dict(new.labels)
-        self.engine.host = new.host
-        self.engine.default_output = new.flashduty[0].name
+        self.engine.reconfigure(new.alerts, host=new.host, global_labels=new.labels,
+                                default_output=new.flashduty[0].name)
         old_outputs = {o.name: o for o in old.flashduty}
         for output in new.flashduty:
             if old_outputs.get(output.name) != output:
