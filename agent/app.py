@@ -322,15 +322,13 @@ class Agent:
             if self.engine.crowded():
                 # Commit what this batch produced so far (in engine order, without the checkpoint: a crash
                 # re-reads the batch), then let due resolves free room before opening more alerts.
-                upserts, removed = self.engine.take_changes()
-                self._enqueue_commit(Commit(events=events, alerts=upserts, forget_alerts=removed))
+                self._enqueue_commit(self.engine.commit(events))
                 events = []
                 await self._commit_backpressure()
                 await self._wait_for_alert_room(name)
             events += hit_events(self.engine, name, runtime.ruleset.rules, batch.path,
                                  hits[start:start + step], time.time())
-        upserts, removed = self.engine.take_changes()
-        change = Commit(events=events, alerts=upserts, forget_alerts=removed)
+        change = self.engine.commit(events)
         if batch.checkpoint is not None:
             if batch.finished:
                 change.forget_checkpoints.append((name, batch.checkpoint.key))
@@ -445,8 +443,7 @@ class Agent:
             run_key = (observation.check, observation.result.status)
             self.check_runs[run_key] = self.check_runs.get(run_key, 0) + 1
             events = self.engine.on_check(check, observation, time.time())
-            upserts, removed = self.engine.take_changes()
-            await self._commit(Commit(events=events, alerts=upserts, forget_alerts=removed))
+            await self._commit(self.engine.commit(events))
 
         self.checks = CheckScheduler(self.config.checks, observe, initial_status=initial)
         checks = self.checks
@@ -496,8 +493,7 @@ class Agent:
         """Resolves, reminders and storm summary due at ``now``, queued in engine order; the future
         completes when they are durable."""
         events = self.engine.tick(now)
-        upserts, removed = self.engine.take_changes()
-        change = Commit(events=events, alerts=upserts, forget_alerts=removed)
+        change = self.engine.commit(events)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if change.empty():
             future.set_result(None)
@@ -581,8 +577,7 @@ class Agent:
             await self._stop_checks()
             self._start_checks()
         events = self.engine.resolve_removed(self._alive_rules(), time.time())
-        upserts, removed = self.engine.take_changes()
-        await self._commit(Commit(events=events, alerts=upserts, forget_alerts=removed))
+        await self._commit(self.engine.commit(events))
         if self.health is not None and new.health != old.health:
             log.warning("reload_ignored_needs_restart", keys=["health"])
 

@@ -228,3 +228,19 @@ def test_alert_capacity_suppresses_new_identities_but_keeps_open_ones_working() 
     summary = [e for e in tick(engine, 12) if e["labels"].get("rule") == "storm-control"]
     assert summary and "4 open alerts" in summary[0]["description"]
     assert engine.crowded() and engine.next_quiet_resolve() == T0 + 3600  # db0, the oldest
+
+
+def test_commit_carries_the_events_and_the_state_changes_that_produced_them() -> None:
+    from agent.outbox import Commit
+
+    engine = make_engine()
+    rules = [rule(resolve={"match": r"restored on (?P<db>\w+)"})]
+    fired = engine.on_match("app", rules[0], "/var/log/app.log", "timeout on a", {"db": "a"}, T0)
+    change = engine.commit(fired)
+    assert isinstance(change, Commit) and change.events is fired
+    assert [key for key, _ in change.alerts] == [fired[0].alert_key] and change.forget_alerts == []
+    assert engine.commit([]).empty()  # the changes went with the first commit
+    ok = engine.on_resolve_match("app", rules[0], "/var/log/app.log", "restored on a", {"db": "a"}, T0 + 1)
+    change = engine.commit(ok)
+    assert change.alerts == [] and change.forget_alerts == [fired[0].alert_key]
+    assert not change.checkpoints and not change.forget_checkpoints  # the caller adds those

@@ -5,7 +5,7 @@ of their kind (``log_rule``, ``check``), which updates one state and answers wit
 carries the step out in one place for every kind: storm control, the event, the state change to persist,
 forgetting. It also bounds how many alerts are tracked at once (``max_open_alerts``).
 
-States live in memory and every change is handed out (``take_changes``) to be committed in the
+States live in memory and every change is handed out (``commit``, ``take_changes``) to be committed in the
 same SQLite transaction as the events it produced, so an alert opened before a restart still gets its
 ``Ok`` after it. The clock is injected: the agent passes wall time, ``dutytail test-rule`` passes time read
 from the log. All methods run on the event loop (no locking needed).
@@ -27,7 +27,7 @@ from agent.alerts.render import Renderer, build_event, iso
 from agent.alerts.state import AlertState, EngineStats, Kind
 from agent.alerts.storm import StormControl
 from agent.events import Status
-from agent.outbox import QueuedEvent
+from agent.outbox import Commit, QueuedEvent
 
 if TYPE_CHECKING:
     from agent.checks import CheckConfig, CheckObservation
@@ -87,6 +87,12 @@ class AlertEngine:
         self._changed.clear()
         self._removed.clear()
         return upserts, removed
+
+    def commit(self, events: list[QueuedEvent]) -> Commit:
+        """An outbox commit of ``events`` with the state changes pending since the last one (``take_changes``):
+        committed together, an event and the state that produced it are durable at once."""
+        upserts, removed = self.take_changes()
+        return Commit(events=events, alerts=upserts, forget_alerts=removed)
 
     def open_alerts(self) -> list[dict[str, Any]]:
         return [
