@@ -185,22 +185,23 @@ class AlertEngine:
             return []
         if step == "fire":
             self._changed.add(state.key)
-            return self._notify(state, state.severity, now)
+            return self._notify(state, now)
         if step == "nothing":
             return []
         if step == "retry":
-            return self._notify(state, state.severity, now)
+            return self._notify(state, now)
         if step == "remind":
             before = _BEFORE_REMINDER.get(state.kind)
             if before is not None:
                 before(state)
-            return self._notify(state, state.severity, now, reminder=True)
+            return self._notify(state, now, reminder=True)
         if step == "forget":
             del self.states[state.key]
             return []
         return self._resolve(state, now, step.why)  # type: ignore[union-attr]  # the one non-string step
 
-    def _notify(self, state: AlertState, status: Status, now: float, *, reminder: bool = False) -> list[QueuedEvent]:
+    def _notify(self, state: AlertState, now: float, *, reminder: bool = False) -> list[QueuedEvent]:
+        """Send the state's severity, title and description, unless storm control holds it back."""
         reason = self._storm.allowed(state.key, now)
         if reason is not None:
             state.suppressed += 1
@@ -216,7 +217,7 @@ class AlertEngine:
         state.owed = False
         state.last_notified = now
         self._changed.add(state.key)
-        return [self._event(state, status, state.title, description, now)]
+        return [self._event(state, state.severity, state.title, description, now)]
 
     def _resolve(self, state: AlertState, now: float, why: str) -> list[QueuedEvent]:
         del self.states[state.key]

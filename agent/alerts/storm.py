@@ -75,7 +75,8 @@ class StormControl:
         self._stats.suppressed[reason] += 1
         self._window.append((now, 1))
 
-    def summary(self, state: AlertState | None, now: float, render: Renderer, output: str) -> Summary | Resolve | None:
+    def summary(self, state: AlertState | None, now: float, renderer: Renderer,
+                output: str) -> Summary | Resolve | None:
         """What the storm-control alert (``state``, None while closed) needs at ``now``: a summary when
         the suppressed count changed (at most one a minute), a resolve after a calm minute, or nothing."""
         while self._window and self._window[0][0] <= now - 60:
@@ -87,12 +88,12 @@ class StormControl:
                                    output=output, severity="Warning", firing=True, first_seen=now)
             state.count = suppressed
             state.last_seen = now
-            state.title = f"dutytail storm control on {render.host}: events suppressed"
-            state.labels = render.labels(state, {"rule": SUMMARY_NAME})
+            state.title = f"dutytail storm control on {renderer.host}: events suppressed"
+            state.labels = renderer.labels(state, {"rule": SUMMARY_NAME})
             state.notified = True
             state.last_notified = now
             config = self.config
-            return Summary(state, f"dutytail suppressed {suppressed} event(s) in the last minute on {render.host} "
+            return Summary(state, f"dutytail suppressed {suppressed} event(s) in the last minute on {renderer.host} "
                                   f"(caps: {config.max_events_per_key_per_minute}/min per alert, "
                                   f"{config.max_events_per_minute}/min in all, {config.max_open_alerts} open "
                                   f"alerts). See dutytail_events_suppressed_total.")
