@@ -179,13 +179,15 @@ class AlertEngine:
     # --- carrying out a step -------------------------------------------------------------------------
 
     def _apply(self, state: AlertState, step: Step, now: float) -> list[QueuedEvent]:
-        # most frequent first: an open alert counting another match, then a new alert
+        # most frequent first: an open alert counting another match, a new alert, a resolve
         if step == "persist":
             self._changed.add(state.key)
             return []
         if step == "fire":
             self._changed.add(state.key)
             return self._notify(state, now)
+        if type(step) is Resolve:
+            return self._resolve(state, now, step.why)
         if step == "nothing":
             return []
         if step == "retry":
@@ -198,7 +200,7 @@ class AlertEngine:
         if step == "forget":
             del self.states[state.key]
             return []
-        return self._resolve(state, now, step.why)  # type: ignore[union-attr]  # the one non-string step
+        raise AssertionError(f"unknown step {step!r}")  # pragma: no cover
 
     def _notify(self, state: AlertState, now: float, *, reminder: bool = False) -> list[QueuedEvent]:
         """Send the state's severity, title and description, unless storm control holds it back."""
