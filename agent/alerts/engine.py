@@ -43,6 +43,10 @@ _BEFORE_REMINDER: dict[Kind, Callable[[AlertState], None]] = {"log": log_rule.be
 class AlertEngine:
     """Owns every alert's state; all methods run on the event loop (no locking needed)."""
 
+    # slots: settings are changed with reconfigure(); a stray `engine.host = ...` fails instead of doing nothing
+    __slots__ = ("_capacity_logged", "_capacity_unlogged", "_changed", "_config", "_default_output", "_removed",
+                 "_render", "_storm", "states", "stats")
+
     def __init__(self, config: AlertsConfig, *, host: str, global_labels: Mapping[str, str],
                  default_output: str) -> None:
         self._config = config
