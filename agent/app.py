@@ -305,15 +305,13 @@ class Agent:
             if self.engine.crowded():
                 # Commit what this batch produced so far (in engine order, without the checkpoint: a crash
                 # re-reads the batch), then let due resolves free room before opening more alerts.
-                upserts, removed = self.engine.take_changes()
-                self.outbox.writer.submit(Commit(events=events, alerts=upserts, forget_alerts=removed))
+                self.outbox.writer.submit(self.engine.commit(events))
                 events = []
                 await self.outbox.writer.backpressure()
                 await self._wait_for_alert_room(name)
             events += hit_events(self.engine, name, runtime.ruleset.rules, batch.path,
                                  hits[start:start + step], time.time())
-        upserts, removed = self.engine.take_changes()
-        change = Commit(events=events, alerts=upserts, forget_alerts=removed)
+        change = self.engine.commit(events)
         if batch.checkpoint is not None:
             if batch.finished:
                 change.forget_checkpoints.append((name, batch.checkpoint.key))
@@ -358,8 +356,7 @@ class Agent:
             run_key = (observation.check, observation.result.status)
             self.check_runs[run_key] = self.check_runs.get(run_key, 0) + 1
             events = self.engine.on_check(check, observation, time.time())
-            upserts, removed = self.engine.take_changes()
-            await self.outbox.writer.commit(Commit(events=events, alerts=upserts, forget_alerts=removed))
+            await self.outbox.writer.commit(self.engine.commit(events))
 
         self.checks = CheckScheduler(self.config.checks, observe, initial_status=initial)
         checks = self.checks
@@ -409,8 +406,7 @@ class Agent:
         """Resolves, reminders and storm summary due at ``now``, queued in engine order; the future
         completes when they are durable."""
         events = self.engine.tick(now)
-        upserts, removed = self.engine.take_changes()
-        return self.outbox.writer.submit(Commit(events=events, alerts=upserts, forget_alerts=removed))
+        return self.outbox.writer.submit(self.engine.commit(events))
 
     def _alive_rules(self) -> set[tuple[str, str]]:
         alive = {(s.name, r.name) for s in [*self.config.logs, *self.config.journal] for r in s.rules}
@@ -460,10 +456,8 @@ class Agent:
             log.warning("reload_ignored_needs_restart", keys=["state_dir", "outbox"])
             new = new.model_copy(update={"state_dir": old.state_dir, "outbox": old.outbox})
         self.config = new
-        self.engine.config = new.alerts
-        self.engine.global_labels = dict(new.labels)
-        self.engine.host = new.host
-        self.engine.default_output = new.flashduty[0].name
+        self.engine.reconfigure(new.alerts, host=new.host, global_labels=new.labels,
+                                default_output=new.flashduty[0].name)
         old_outputs = {o.name: o for o in old.flashduty}
         for output in new.flashduty:
             if old_outputs.get(output.name) != output:
@@ -490,8 +484,7 @@ class Agent:
             await self._stop_checks()
             self._start_checks()
         events = self.engine.resolve_removed(self._alive_rules(), time.time())
-        upserts, removed = self.engine.take_changes()
-        await self.outbox.writer.commit(Commit(events=events, alerts=upserts, forget_alerts=removed))
+        await self.outbox.writer.commit(self.engine.commit(events))
         if self.health is not None and new.health != old.health:
             log.warning("reload_ignored_needs_restart", keys=["health"])
 

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from agent.checks import CheckConfig, run_check_once
-from agent.checks import probes as probes_module
-from agent.checks.probes import ThreadGate, cert_not_after
+from agent.checks import CheckConfig, probes_system, run_check_once
+from agent.checks.probes import ThreadGate
+from agent.checks.probes_network import cert_not_after
 from agent.checks.runner import execute
 
 
@@ -65,13 +65,13 @@ async def test_blocked_thread_times_out_then_gate_refuses_a_second_thread(
 ) -> None:
     """A statvfs stuck on a dead NFS server: time out, then do not start a second stuck thread."""
     release = threading.Event()
-    real = probes_module._statvfs
+    real = probes_system._statvfs
 
     def hung(path: str) -> os.statvfs_result:
         release.wait(10)
         return real(path)
 
-    monkeypatch.setattr(probes_module, "_statvfs", hung)
+    monkeypatch.setattr(probes_system, "_statvfs", hung)
     check = make(disk={"path": str(tmp_path), "warning": 100}, timeout="0.2s")
     gate = ThreadGate()
     try:
@@ -335,7 +335,7 @@ async def test_file_age_newest_match_wins(tmp_path: Path) -> None:
 
 
 async def test_systemd_unit_without_systemd(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(probes_module, "SYSTEMD_RUNTIME_DIR", str(tmp_path / "not-booted-with-systemd"))
+    monkeypatch.setattr(probes_system, "SYSTEMD_RUNTIME_DIR", str(tmp_path / "not-booted-with-systemd"))
     result = await run_check_once(make(systemd_unit={"unit": "ssh.service"}))
     assert result.status == "UNKNOWN" and result.reason == "probe_error"
     assert result.summary.startswith("systemd not available")
@@ -360,8 +360,8 @@ async def test_systemd_unit_states_via_a_systemctl_stand_in(
     fake = tmp_path / "systemctl"
     fake.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/args\nprintf '{output}'\n")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setattr(probes_module, "SYSTEMD_RUNTIME_DIR", str(runtime))
-    monkeypatch.setattr(probes_module, "SYSTEMCTL", str(fake))
+    monkeypatch.setattr(probes_system, "SYSTEMD_RUNTIME_DIR", str(runtime))
+    monkeypatch.setattr(probes_system, "SYSTEMCTL", str(fake))
     result = await run_check_once(make(systemd_unit={"unit": "web.service"}))
     assert result.status == status and text in result.summary, result
     assert (tmp_path / "args").read_text().split() == [

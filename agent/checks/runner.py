@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from agent.checks import probes
+from agent.checks import probes, probes_network, probes_system
 from agent.checks.command import run_command
 from agent.checks.config import CheckConfig
 from agent.checks.result import CheckResult
@@ -56,21 +56,21 @@ async def execute(check: CheckConfig, gate: probes.ThreadGate) -> CheckResult:
 
 async def _probe(check: CheckConfig, gate: probes.ThreadGate) -> CheckResult:
     if check.disk is not None:
-        return await probes.probe_disk(check.disk, gate)
+        return await probes_system.probe_disk(check.disk, gate)
     if check.tcp is not None:
-        return await probes.probe_tcp(check.tcp)
+        return await probes_network.probe_tcp(check.tcp)
     if check.http is not None:
-        return await probes.probe_http(check.http)
+        return await probes_network.probe_http(check.http)
     if check.process is not None:
-        return await probes.probe_process(check.process, gate)
+        return await probes_system.probe_process(check.process, gate)
     if check.file_age is not None:
-        return await probes.probe_file_age(check.file_age, gate)
+        return await probes_system.probe_file_age(check.file_age, gate)
     if check.systemd_unit is not None:
-        return await probes.probe_systemd_unit(check.systemd_unit, check.timeout)
+        return await probes_system.probe_systemd_unit(check.systemd_unit, check.timeout)
     if check.load is not None:
-        return await probes.probe_load(check.load, gate)
+        return await probes_system.probe_load(check.load, gate)
     if check.memory is not None:
-        return await probes.probe_memory(check.memory, gate)
+        return await probes_system.probe_memory(check.memory, gate)
     raise AssertionError(f"check {check.name!r} has no probe")  # pragma: no cover - the model forbids it
 
 

@@ -1,13 +1,44 @@
-"""A backlog of many distinct alerts in a real agent: memory stays bounded by alerts.max_open_alerts, and
-nothing is lost when the alerts are about to resolve (the source pauses instead)."""
+"""Alert capacity (alerts.max_open_alerts): at the cap a new identity is suppressed while open alerts keep
+working; in a real agent a backlog of many distinct alerts keeps memory bounded, and nothing is lost when
+the alerts are about to resolve (the source pauses instead)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from tests.alerts_helpers import T0, feed, make_engine, rule, statuses, tick
 from tests.conftest import AgentProcess, wait_until
 from tests.fake_flashduty import FakeFlashduty
 from tests.ops_helpers import metric
+
+
+def test_alert_capacity_suppresses_new_identities_but_keeps_open_ones_working() -> None:
+    engine = make_engine(max_open_alerts=4)
+    rules = [rule(resolve={"after": 3600})]
+    out = []
+    for i in range(10):
+        out += feed(engine, rules, f"timeout on db{i}", i)
+    assert statuses(out) == ["Critical"] * 4  # db0..db3 tracked, the other six were not
+    assert engine.stats.suppressed["max_open_alerts"] == 6
+    assert feed(engine, rules, "timeout on db1", 11) == []  # an open alert still counts its matches
+    assert engine.states[out[1]["alert_key"]].count == 2
+    summary = [e for e in tick(engine, 12) if e["labels"].get("rule") == "storm-control"]
+    assert summary and "4 open alerts" in summary[0]["description"]
+    assert engine.crowded() and engine.next_quiet_resolve() == T0 + 3600  # db0, the oldest
+
+
+def test_crowded_from_half_the_capacity_and_the_next_quiet_resolve() -> None:
+    engine = make_engine(max_open_alerts=8)
+    quick, slow = [rule(resolve={"after": 30})], [rule(name="slow", resolve={"after": 600})]
+    assert not engine.crowded() and engine.next_quiet_resolve() is None
+    feed(engine, slow, "timeout on s", 0)
+    for i in range(3):
+        feed(engine, quick, f"timeout on q{i}", 10 + i)
+    assert engine.crowded()  # 4 of 8
+    assert engine.next_quiet_resolve() == T0 + 40  # q0's quiet period ends first
+    tick(engine, 43)
+    assert not engine.crowded() and engine.next_quiet_resolve() == T0 + 600
+
 
 CONFIG = """
 state_dir: ./state
