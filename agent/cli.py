@@ -19,7 +19,7 @@ from typing import Any, TextIO, TypeVar
 
 from agent import __version__
 from agent.config import Config, ConfigError, load_config
-from agent.logsetup import REDACTOR, configure_logging
+from agent.logsetup import LIVE_REDACTORS, Redactor, configure_logging
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 T = TypeVar("T")
@@ -44,10 +44,16 @@ def _load(path: str) -> Config | None:
     try:
         config = load_config(path)
     except ConfigError as exc:
-        print(REDACTOR.text(str(exc)), file=sys.stderr)
+        print(Redactor().text(str(exc)), file=sys.stderr)
         return None
-    REDACTOR.add(config.secrets())
     return config
+
+
+def _redactor(config: Config) -> Redactor:
+    """This command's redactor: the config's secrets, kept out of what it prints and logs."""
+    redactor = Redactor(config.secrets())
+    LIVE_REDACTORS.register(redactor)
+    return redactor
 
 
 # --- run / check-config -----------------------------------------------------------------------------
@@ -64,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(config.log_level, stream=sys.stderr if dry_run else sys.stdout)
 
     async def main() -> None:
-        agent = Agent(config, args.config)
+        agent = Agent(config, args.config, redactor=_redactor(config))
         stop = asyncio.Event()
         install_signal_handlers(agent, stop)
         await agent.run(stop)
@@ -77,6 +83,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
+    redactor = _redactor(config)
     from agent.rules import RuleSet
 
     sources = [*config.logs, *config.journal]
@@ -89,7 +96,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         note = f"; checked with Python re on every line (slower): {', '.join(slow)}" if slow else ""
         print(f"  source {source.name}: matcher {info.get('engine')}{note}")
     for output in config.flashduty:
-        where = "dry run (events printed to stdout)" if output.dry_run() else REDACTOR.text(
+        where = "dry run (events printed to stdout)" if output.dry_run() else redactor.text(
             _safe_url(output))
         print(f"  output {output.name}: {where}")
     return EXIT_OK
@@ -225,6 +232,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
+    redact = _redactor(config).text
 
     async def main() -> int:
         outbox = Outbox(config.state_dir, config.outbox)
@@ -234,12 +242,12 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
                 rows = await outbox.dead_letters.list()
                 if args.json:
                     for row in rows:
-                        print(REDACTOR.text(json.dumps(row, ensure_ascii=False, default=str)))
+                        print(redact(json.dumps(row, ensure_ascii=False, default=str)))
                 elif not rows:
                     print("no dead letters")
                 for row in rows if not args.json else []:
                     body = json.loads(row["body"])
-                    print(REDACTOR.text(f"#{row['id']}  {_fmt_time(row['failed_at'])}  output={row['output']}  "
+                    print(redact(f"#{row['id']}  {_fmt_time(row['failed_at'])}  output={row['output']}  "
                           f"HTTP {row['status']} {row['error_code']}: {row['message']}  "
                           f"request_id={row['request_id'] or '-'}\n     {body.get('event_status')} "
                           f"{body.get('alert_key')}  {body.get('title_rule', '')[:80]}"))
@@ -341,6 +349,7 @@ def cmd_send_test(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
+    redactor = _redactor(config)
 
     async def main() -> int:
         worst = EXIT_OK
@@ -356,14 +365,14 @@ def cmd_send_test(args: argparse.Namespace) -> int:
                               labels={"host": config.host, "source": "dutytail", **config.labels},
                               event_time=int(time.time()))
                 try:
-                    outcome = await send_once(output, event.to_body())
+                    outcome = await send_once(output, event.to_body(), redactor)
                 except OSError as exc:
                     print(f"output {output.name}: cannot read push URL: {exc}")
                     return EXIT_FAILURE
                 verdict = "OK" if outcome.ok else ("FAILED (retryable)" if outcome.retryable else "REJECTED")
                 detail = f"HTTP {outcome.status}" if outcome.status else "no response"
                 extra = f" {outcome.code}: {outcome.message}" if not outcome.ok else ""
-                print(REDACTOR.text(f"output {output.name}: {status} event {verdict} — {detail}{extra} "
+                print(redactor.text(f"output {output.name}: {status} event {verdict} — {detail}{extra} "
                                     f"request_id={outcome.request_id or '-'}"))
                 if not outcome.ok:
                     worst = EXIT_FAILURE

@@ -17,7 +17,7 @@ import h11
 import structlog
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from agent.logsetup import REDACTOR
+from agent.logsetup import Redactor
 
 log = structlog.get_logger(__name__)
 
@@ -66,8 +66,8 @@ Reply = tuple[int, bytes, str]  # status, body, content type
 _TEXT = "text/plain; charset=utf-8"
 
 
-def _json(data: Any, status: int = 200) -> Reply:
-    text = REDACTOR.text(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+def _json(data: Any, redactor: Redactor, status: int = 200) -> Reply:
+    text = redactor.text(json.dumps(data, indent=2, default=str, ensure_ascii=False))
     return status, (text + "\n").encode(), "application/json; charset=utf-8"
 
 
@@ -80,8 +80,9 @@ class HealthServer:
 
     def __init__(self, config: HealthConfig, *, summary: Callable[[], dict[str, Any]],
                  ready: Callable[[], tuple[bool, list[str]]], status: Callable[[], dict[str, Any]],
-                 metrics: Callable[[], bytes]) -> None:
+                 metrics: Callable[[], bytes], redactor: Redactor | None = None) -> None:
         self.config = config
+        self.redactor = redactor if redactor is not None else Redactor([config.token or ""])
         self._summary, self._ready, self._status, self._metrics = summary, ready, status, metrics
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task[None]] = set()
@@ -104,7 +105,7 @@ class HealthServer:
     def _route(self, method: str, target: str, authorization: str) -> Reply:
         if self.config.token and not hmac.compare_digest(authorization.encode(),
                                                          f"Bearer {self.config.token}".encode()):
-            return _json({"error": "unauthorized"}, status=401)
+            return _json({"error": "unauthorized"}, self.redactor, status=401)
         path = target.split("?", 1)[0]
         if path not in ("/healthz", "/readyz", "/status", "/metrics"):
             return 404, b"404: Not Found", _TEXT
@@ -112,12 +113,12 @@ class HealthServer:
             return 405, b"405: Method Not Allowed", _TEXT
         if path == "/healthz":
             # Answering at all proves the event loop is responsive: that is what liveness means here.
-            return _json(self._summary())
+            return _json(self._summary(), self.redactor)
         if path == "/readyz":
             ok, reasons = self._ready()
-            return _json({"ready": ok, "reasons": reasons}, status=200 if ok else 503)
+            return _json({"ready": ok, "reasons": reasons}, self.redactor, status=200 if ok else 503)
         if path == "/status":
-            return _json(self._status())
+            return _json(self._status(), self.redactor)
         return 200, self._metrics(), _TEXT
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

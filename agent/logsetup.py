@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import weakref
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
@@ -20,15 +21,18 @@ _KEY_IN_URL = re.compile(r"(integration_key=)[^&\s\"']+", re.IGNORECASE)
 class Redactor:
     """Removes known secrets (integration keys, tokens) and any ``integration_key=`` query value.
 
-    It is a structlog processor and also usable on plain strings (health output, CLI errors), so there
-    is exactly one place that decides what a secret looks like.
+    One per agent (and one per CLI command), holding the secrets of its current config: :meth:`set` replaces
+    them at every (re)load, so a rotated key does not linger. It is usable on plain strings (health output,
+    CLI errors) and is handed to every stage that writes text out, so there is exactly one place that
+    decides what a secret looks like. Logs are redacted by every live redactor (see :func:`configure_logging`).
     """
 
-    def __init__(self) -> None:
-        self._secrets: set[str] = set()
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets: frozenset[str] = frozenset()
+        self.set(secrets)
 
-    def add(self, secrets: Iterable[str]) -> None:
-        self._secrets.update(s for s in secrets if s and len(s) >= 4)
+    def set(self, secrets: Iterable[str]) -> None:
+        self._secrets = frozenset(s for s in secrets if s and len(s) >= 4)
 
     def text(self, value: str) -> str:
         value = _KEY_IN_URL.sub(r"\1***", value)
@@ -48,17 +52,38 @@ class Redactor:
             return self.text(f"{type(value).__name__}: {value}")
         return value
 
+
+
+class _LiveRedactors:
+    """The structlog processor: structlog's configuration is per process, so log lines are redacted by
+    every redactor currently registered (an agent registers its own while it runs; more than one agent in a
+    process each keep their own secrets). Holds no secrets itself, only weak references."""
+
+    def __init__(self) -> None:
+        self._live: weakref.WeakSet[Redactor] = weakref.WeakSet()
+
+    def register(self, redactor: Redactor) -> None:
+        self._live.add(redactor)
+
+    def unregister(self, redactor: Redactor) -> None:
+        self._live.discard(redactor)
+
     def __call__(self, _logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        redactors = list(self._live) or [_GENERIC]
         for key, val in list(event_dict.items()):
-            event_dict[key] = self.value(val)
+            for redactor in redactors:
+                val = redactor.value(val)
+            event_dict[key] = val
         return event_dict
 
 
-REDACTOR = Redactor()
+_GENERIC = Redactor()  # no secrets of its own: the integration_key= rule alone
+LIVE_REDACTORS = _LiveRedactors()
 
 
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
-    """JSON lines, one per event, with ISO timestamps and redaction as the last step before rendering."""
+    """JSON lines, one per event, with ISO timestamps and redaction (by every live redactor) as the last step
+    before rendering."""
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     out = stream or sys.stdout
 
@@ -71,7 +96,7 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _format_exc,
-            REDACTOR,
+            LIVE_REDACTORS,
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

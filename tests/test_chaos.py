@@ -640,11 +640,11 @@ async def test_stopping_a_sender_right_after_it_was_woken_does_not_hang(tmp_path
     LogWriter(tmp_path)
     agent = Agent(load_config(tmp_path / "config.yaml"))
     await agent.start()
-    sender = agent.senders["default"]
+    sender = agent.outputs.senders["default"]
     try:
         await wait_until(lambda: not sender._wake.is_set() and not sender._in_flight, 10, "sender parked")
         sender.wake()  # e.g. a delivery's `finally`, or new events committed
-        stopper = asyncio.create_task(agent._stop_sender("default"))
+        stopper = asyncio.create_task(agent.outputs.stop("default"))
         done, _ = await asyncio.wait({stopper}, timeout=3)
     finally:
         sender._stopping = True  # let a hung run() loop end so the test can clean up

@@ -267,17 +267,20 @@ async def test_check_procs_counts_a_process_we_start() -> None:
 
 async def test_plugins_do_not_inherit_credentials_or_the_notify_socket(monkeypatch, tmp_path: Path) -> None:
     from agent.checks import CheckConfig, run_check_once
-    from agent.logsetup import REDACTOR
+    from agent.logsetup import Redactor
 
-    REDACTOR.add(["plugin-secret-key-123"])
     monkeypatch.setenv("FLASHDUTY_PUSH_URL", "https://x/push?integration_key=plugin-secret-key-123")
     monkeypatch.setenv("MY_OTHER_URL", "https://x/push?integration_key=plugin-secret-key-123")
+    monkeypatch.setenv("HEALTH_TOKEN", "plugin-token-456")  # a secret of the agent's config, no key= in it
     monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
     monkeypatch.setenv("KEEP_ME", "yes")
     script = tmp_path / "env.sh"
-    script.write_text("#!/bin/sh\necho \"env ok | n=1\"\nenv | grep -E 'KEEP_ME|NOTIFY|FLASHDUTY|MY_OTHER|secret'\n")
+    script.write_text("#!/bin/sh\necho \"env ok | n=1\"\nenv | grep -E 'KEEP|NOTIFY|FLASHDUTY|MY_OTHER|secret|token'\n")
     script.chmod(0o755)
     result = await run_check_once(CheckConfig(name="env", command=[str(script)]))
     assert "KEEP_ME=yes" in result.long_output
     for leaked in ("plugin-secret-key-123", "NOTIFY_SOCKET", "FLASHDUTY_PUSH_URL"):
         assert leaked not in result.long_output
+    assert "plugin-token-456" in result.long_output  # not a secret this check was told about
+    told = await run_command([str(script)], timeout=5, redactor=Redactor(["plugin-token-456"]))
+    assert "KEEP_ME=yes" in told.long_output and "plugin-token-456" not in told.long_output

@@ -125,8 +125,32 @@ def test_version_cli() -> None:
 def test_redactor_hides_integration_keys_in_urls_and_known_secrets() -> None:
     from agent.logsetup import Redactor
 
-    redactor = Redactor()
-    redactor.add(["k3y-known-secret"])
+    redactor = Redactor(["k3y-known-secret"])
     text = redactor.text("POST https://api.flashcat.cloud/x?integration_key=SECRETKEY123&a=1 with k3y-known-secret")
     assert "SECRETKEY123" not in text and "k3y-known-secret" not in text
     assert "integration_key=***&a=1" in text
+    redactor.set(["rotated-secret"])  # a reload replaces the secrets: the old key is not kept forever
+    assert redactor.text("k3y-known-secret rotated-secret") == "k3y-known-secret ***"
+
+
+def test_each_agent_redacts_its_own_secrets_in_the_shared_log_stream() -> None:
+    import io
+
+    import structlog
+
+    from agent.logsetup import LIVE_REDACTORS, Redactor, configure_logging
+
+    out = io.StringIO()
+    configure_logging("info", stream=out)
+    first, second = Redactor(["first-agent-secret"]), Redactor(["second-agent-secret"])
+    LIVE_REDACTORS.register(first)
+    LIVE_REDACTORS.register(second)
+    try:
+        structlog.get_logger("t").info("both", a="first-agent-secret", b="x second-agent-secret y")
+        LIVE_REDACTORS.unregister(second)  # that agent stopped: its secrets are no longer held anywhere
+        assert second not in list(LIVE_REDACTORS._live)  # type: ignore[attr-defined]
+    finally:
+        LIVE_REDACTORS.unregister(first)
+        structlog.reset_defaults()
+    logged = out.getvalue()
+    assert "first-agent-secret" not in logged and "second-agent-secret" not in logged and '"b": "x *** y"' in logged

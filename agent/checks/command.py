@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 
 from agent.checks.result import EXIT_STATUS, CheckResult, parse_plugin_output
+from agent.logsetup import Redactor
 
 OUTPUT_CAP = 4096
 """Bytes of stdout (and, separately, stderr) kept per run; the rest is read and discarded."""
@@ -79,16 +80,15 @@ async def terminate_group(proc: asyncio.subprocess.Process, grace: float = KILL_
 _PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "FLASHDUTY_PUSH_URL", "LISTEN_FDS", "LISTEN_PID")
 
 
-def plugin_environment() -> dict[str, str]:
+def plugin_environment(redactor: Redactor | None = None) -> dict[str, str]:
     """The agent's environment minus what is ours alone: systemd's notify/watchdog sockets (a plugin
-    writing to them could fake our readiness) and anything carrying a Flashduty credential."""
-    from agent.logsetup import REDACTOR
+    writing to them could fake our readiness) and anything carrying a credential (``redactor``: the agent's,
+    knowing the secrets of its config; any ``integration_key=`` value is one in any case)."""
+    redactor = redactor if redactor is not None else Redactor()
+    return {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV and redactor.text(v) == v}
 
-    return {k: v for k, v in os.environ.items()
-            if k not in _PRIVATE_ENV and REDACTOR.text(v) == v}
 
-
-async def _spawn(args: list[str], kill_grace: float) -> asyncio.subprocess.Process:
+async def _spawn(args: list[str], kill_grace: float, redactor: Redactor | None) -> asyncio.subprocess.Process:
     """Start the child in its own session; a cancellation that lands mid-spawn still kills its group.
 
     ``create_subprocess_exec`` can be cancelled after the fork (while it connects the pipes). asyncio then
@@ -102,7 +102,7 @@ async def _spawn(args: list[str], kill_grace: float) -> asyncio.subprocess.Proce
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
-            env=plugin_environment(),
+            env=plugin_environment(redactor),
         )
     )
     try:
@@ -136,8 +136,10 @@ async def run_command(
     shell: bool = False,
     kill_grace: float = KILL_GRACE,
     output_cap: int = OUTPUT_CAP,
+    redactor: Redactor | None = None,
 ) -> CheckResult:
     """Run one plugin and interpret its exit code and output; never raises except on cancellation.
+    ``redactor`` keeps the agent's credentials out of the plugin's environment (see plugin_environment).
 
     On cancellation (agent shutdown, scheduler cancelled) the process group is terminated the same way
     as on timeout before ``CancelledError`` propagates, so no plugin outlives the agent.
@@ -149,7 +151,7 @@ async def run_command(
         return time.monotonic() - started
 
     try:
-        proc = await _spawn(args, kill_grace)
+        proc = await _spawn(args, kill_grace, redactor)
     except FileNotFoundError:
         return CheckResult("UNKNOWN", f"command not found: {args[0]}", reason="not_found", duration=elapsed())
     except PermissionError:

@@ -10,15 +10,16 @@ from agent.checks import probes, probes_network, probes_system
 from agent.checks.command import run_command
 from agent.checks.config import CheckConfig
 from agent.checks.result import CheckResult
+from agent.logsetup import Redactor
 
 
-async def execute(check: CheckConfig, gate: probes.ThreadGate) -> CheckResult:
+async def execute(check: CheckConfig, gate: probes.ThreadGate, redactor: Redactor | None = None) -> CheckResult:
     """Run ``check`` once; ``gate`` is the check's own thread gate (kept by the scheduler across runs)."""
     started = time.monotonic()
     if check.command is not None:
         # The command runner enforces the timeout itself because it has to kill the process group.
         try:
-            return await run_command(check.command, timeout=check.timeout, shell=check.shell)
+            return await run_command(check.command, timeout=check.timeout, shell=check.shell, redactor=redactor)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # defensive: run_command reports failures as results, never raises

@@ -28,6 +28,7 @@ from agent.checks.lifecycle import CheckLifecycle
 from agent.checks.probes import ThreadGate
 from agent.checks.result import CheckResult, template_fields
 from agent.checks.runner import execute
+from agent.logsetup import Redactor
 
 log = structlog.get_logger(__name__)
 
@@ -93,11 +94,13 @@ class CheckScheduler:
         *,
         initial_status: dict[str, str] | None = None,
         start_jitter: float = DEFAULT_START_JITTER,
+        redactor: Redactor | None = None,
     ) -> None:
         """``initial_status`` maps check names to the effective status stored before a restart (unknown
         names and invalid statuses are ignored with a log line). ``start_jitter`` caps the random delay
         of each check's first run (0 runs every check immediately; tests use that)."""
         self._on_observation = on_observation
+        self._redactor = redactor  # the agent's: its credentials never reach a plugin's environment
         self._start_jitter = max(0.0, start_jitter)
         restored = initial_status or {}
         self._states: dict[str, _CheckState] = {}
@@ -166,7 +169,7 @@ class CheckScheduler:
 
     async def _run_one_inner(self, state: _CheckState) -> None:
         check = state.config
-        result = await execute(check, state.gate)
+        result = await execute(check, state.gate, self._redactor)
         state.last_result = result
         state.last_run = time.time()
         state.runs += 1

@@ -5,7 +5,7 @@ The agent needs ``OutputConfig`` (one integration's settings, validated in the r
 POST of ``dutytail send-test``. ``classify`` and friends say what an answer means, per the protocol notes.
 """
 
-from agent.sender.config import DEFAULT_BASE_URL, OutputConfig, redact_url, resolve_proxy
+from agent.sender.config import DEFAULT_BASE_URL, OutputConfig, resolve_proxy
 from agent.sender.limiter import SlidingWindowLimiter
 from agent.sender.once import send_once
 from agent.sender.outcome import SendOutcome, backoff_delay, classify, parse_retry_after
@@ -21,7 +21,6 @@ __all__ = [
     "backoff_delay",
     "classify",
     "parse_retry_after",
-    "redact_url",
     "resolve_proxy",
     "send_once",
 ]

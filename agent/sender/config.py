@@ -10,7 +10,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agent.logsetup import REDACTOR
 from agent.units import Duration
 
 DEFAULT_BASE_URL = "https://api.flashcat.cloud/event/push/alert/standard"
@@ -87,7 +86,3 @@ def resolve_proxy(url: str, configured: str | None) -> str | None:
     if urllib.request.proxy_bypass_environment(host):
         return None
     return urllib.request.getproxies_environment().get(urlsplit(url).scheme)
-
-
-def redact_url(url: str) -> str:
-    return REDACTOR.text(url)

@@ -8,7 +8,7 @@ import orjson
 
 from agent import __version__
 from agent.lazy import lazy_import
-from agent.logsetup import REDACTOR
+from agent.logsetup import Redactor
 from agent.sender.config import OutputConfig
 from agent.sender.outcome import SendOutcome, classify
 
@@ -34,13 +34,14 @@ def open_session(config: OutputConfig) -> aiohttp.ClientSession:
     )
 
 
-def transport_error(exc: BaseException, *, maybe_delivered: bool = False) -> SendOutcome:
+def transport_error(exc: BaseException, redactor: Redactor, *, maybe_delivered: bool = False) -> SendOutcome:
     """No answer: retryable; the message is redacted (aiohttp may quote the URL with its key)."""
-    return SendOutcome(False, True, None, "TransportError", REDACTOR.text(f"{type(exc).__name__}: {exc}"),
+    return SendOutcome(False, True, None, "TransportError", redactor.text(f"{type(exc).__name__}: {exc}"),
                        maybe_delivered=maybe_delivered)
 
 
-async def post_event(session: aiohttp.ClientSession, url: str, body: str, proxy: str | None) -> SendOutcome:
+async def post_event(session: aiohttp.ClientSession, url: str, body: str, proxy: str | None,
+                     redactor: Redactor) -> SendOutcome:
     """POST one stored body as it is (the exact text the outbox holds) and classify the answer."""
     try:
         async with session.post(url, data=body.encode("utf-8"), headers=JSON_HEADERS, proxy=proxy) as response:
@@ -53,4 +54,4 @@ async def post_event(session: aiohttp.ClientSession, url: str, body: str, proxy:
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         # Only a refused or failed connection proves the request never left; a timeout or a connection cut
         # after sending may still be processed by the server, later than newer events of the key.
-        return transport_error(exc, maybe_delivered=not isinstance(exc, aiohttp.ClientConnectorError))
+        return transport_error(exc, redactor, maybe_delivered=not isinstance(exc, aiohttp.ClientConnectorError))

@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from agent.lazy import lazy_import
+from agent.logsetup import Redactor
 from agent.sender.config import OutputConfig, resolve_proxy
 from agent.sender.http import transport_error
 from agent.sender.outcome import SendOutcome, classify
@@ -16,7 +17,7 @@ else:
     aiohttp = lazy_import("aiohttp")
 
 
-async def send_once(config: OutputConfig, body: dict[str, Any]) -> SendOutcome:
+async def send_once(config: OutputConfig, body: dict[str, Any], redactor: Redactor) -> SendOutcome:
     """One POST without queueing or retries (`dutytail send-test`): report what the API said, plainly."""
     url = config.resolved_url()
     connector = aiohttp.TCPConnector(ssl=config.tls())
@@ -31,4 +32,4 @@ async def send_once(config: OutputConfig, body: dict[str, Any]) -> SendOutcome:
                     parsed = None
                 return classify(response.status, parsed, response.headers)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return transport_error(exc)
+            return transport_error(exc, redactor)

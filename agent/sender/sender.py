@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
-from agent.logsetup import REDACTOR
+from agent.logsetup import Redactor
 from agent.outbox import Outbox, PendingEvent
-from agent.sender.config import OutputConfig, redact_url, resolve_proxy
+from agent.sender.config import OutputConfig, resolve_proxy
 from agent.sender.http import open_session, post_event
 from agent.sender.limiter import SlidingWindowLimiter
 from agent.sender.outcome import SendOutcome, backoff_delay
@@ -55,8 +55,9 @@ class OutputSender:
     UNRECORDED_WHILE_DISK_FULL = 1000
 
     def __init__(self, config: OutputConfig, outbox: Outbox, *, stdout: TextIO | None = None,
-                 metrics: Any = None) -> None:
+                 metrics: Any = None, redactor: Redactor | None = None) -> None:
         self.config = config
+        self.redactor = redactor if redactor is not None else Redactor(config.secrets())
         self.outbox = outbox
         self.stats = OutputStats()
         self.metrics = metrics
@@ -220,7 +221,7 @@ class OutputSender:
         if session is None or session.closed:
             session = await self._ensure_session()
         started = time.monotonic()
-        outcome = await post_event(session, self._url, event.body, self._proxy)
+        outcome = await post_event(session, self._url, event.body, self._proxy, self.redactor)
         elapsed = time.monotonic() - started
         self.stats.latencies.append(elapsed)
         if self._latency_histogram is not None:
@@ -289,14 +290,14 @@ class OutputSender:
         lat = sorted(self.stats.latencies)
         return {
             "name": self.config.name,
-            "url": redact_url(self._url) if self._url else "(dry run: printing events to stdout)",
+            "url": self.redactor.text(self._url) if self._url else "(dry run: printing events to stdout)",
             "sent": self.stats.sent,
             "failed": self.stats.failed,
             "dead_lettered": self.stats.dead_lettered,
             "in_flight": self.stats.in_flight,
             "last_success": self.stats.last_success,
             "last_failure": self.stats.last_failure,
-            "last_error": REDACTOR.text(self.stats.last_error),
+            "last_error": self.redactor.text(self.stats.last_error),
             "backoff_remaining": max(0.0, round(self.stats.backoff_until - time.time(), 3)),
             "latency_p50": lat[len(lat) // 2] if lat else None,
         }

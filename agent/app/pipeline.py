@@ -1,0 +1,159 @@
+"""One source's pipeline: batches in file order -> rules (worker threads) -> alert engine -> the ordered writer.
+
+Data flows one way and every stage is bounded: the source's queue (``QUEUE_BATCHES``), batches matched ahead
+(``MATCH_AHEAD``), the writer's backpressure, and the alert engine's capacity (a crowded engine pauses the
+source until due resolves free room; its lines wait in the file, nothing is lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from agent.alerts import AlertEngine, hit_events
+from agent.config import JournalSourceConfig, LogSourceConfig
+from agent.outbox import Commit, Outbox, QueuedEvent
+from agent.rules import Hit, RuleSet
+from agent.source import Batch, Source
+
+log = structlog.get_logger(__name__)
+
+QUEUE_BATCHES = 8  # bounded queue between a source and its pipeline: backpressure, bounded memory
+MATCH_AHEAD = 3  # batches of one source matched concurrently, ahead of the alert engine
+HITS_PER_ROOM_CHECK = 1000  # matches fed to the alert engine between checks for alert capacity
+ALERT_ROOM_WAIT = 5.0  # a crowded engine pauses a source only for resolves due within this many seconds
+
+
+@dataclass
+class SourceRuntime:
+    """A running source: its config, compiled rules, queue and tasks."""
+
+    config: LogSourceConfig | JournalSourceConfig
+    ruleset: RuleSet
+    source: Source
+    queue: asyncio.Queue[Batch]
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    batches: int = 0
+
+
+@dataclass
+class PipelineStats:
+    """What the pipelines decided on their own (exported with the agent's metrics)."""
+
+    dropped_lines: dict[str, int] = field(default_factory=dict)  # reason -> lines
+    paused_seconds: dict[str, float] = field(default_factory=dict)  # source -> seconds waiting for alert room
+    room_logged: float = 0.0
+
+
+class Pipeline:
+    def __init__(self, runtime: SourceRuntime, engine: AlertEngine, outbox: Outbox,
+                 tick: Callable[[float], asyncio.Future[None]], stats: PipelineStats) -> None:
+        self.runtime = runtime
+        self.engine = engine
+        self.outbox = outbox
+        self.tick = tick
+        self.stats = stats
+
+    async def run(self) -> None:
+        """Evaluate batches in order and hand their changes to the outbox's one ordered writer, so matching
+        batch N+1 overlaps the commit of batch N; ``queue.join()`` returns only once every batch is committed.
+
+        Up to MATCH_AHEAD queued batches are matched at once in worker threads (rules are stateless, and
+        hyperscan releases the GIL, so a backlog scans on both cores) while the alert engine still takes
+        their hits strictly in order. Without it each batch waited for the event loop twice (hand-off to the
+        worker, result back) behind whatever the sender was doing, one batch at a time."""
+        queue = self.runtime.queue
+        ahead: collections.deque[tuple[Batch, asyncio.Future[list[Hit]]]] = collections.deque()
+        try:
+            while True:
+                if not ahead:
+                    batch = await queue.get()
+                    ahead.append((batch, self._match(batch)))
+                while len(ahead) < MATCH_AHEAD and not queue.empty():
+                    batch = queue.get_nowait()
+                    ahead.append((batch, self._match(batch)))
+                batch, matching = ahead.popleft()
+                await self._process(batch, matching)
+        finally:
+            for _, matching in ahead:
+                matching.cancel()
+
+    def _match(self, batch: Batch) -> asyncio.Future[list[Hit]]:
+        ruleset = self.runtime.ruleset
+        if not batch.lines or ruleset.matcher is None:
+            done: asyncio.Future[list[Hit]] = asyncio.get_running_loop().create_future()
+            done.set_result([])
+            return done
+        return asyncio.ensure_future(asyncio.to_thread(ruleset.evaluate, batch.lines, batch.data, batch.fields))
+
+    async def _process(self, batch: Batch, matching: asyncio.Future[list[Hit]]) -> None:
+        runtime = self.runtime
+        try:
+            change = await self._evaluate(batch, await matching)
+        except Exception as exc:
+            # A bug in one batch must not stop the source. Its checkpoint is not committed, so a restart
+            # re-reads it; until then its lines are skipped, and that is counted as a drop.
+            dropped = self.stats.dropped_lines
+            dropped["pipeline_error_lines"] = dropped.get("pipeline_error_lines", 0) + len(batch.lines)
+            log.exception("pipeline_batch_failed", source=runtime.config.name, path=batch.path,
+                          lines=len(batch.lines), error=str(exc))
+            runtime.queue.task_done()
+            return
+
+        def committed() -> None:
+            runtime.batches += 1
+            runtime.queue.task_done()
+
+        self.outbox.writer.submit(change, on_done=committed)
+        await self.outbox.writer.backpressure()
+
+    async def _evaluate(self, batch: Batch, hits: list[Hit]) -> Commit:
+        name = self.runtime.config.name
+        engine = self.engine
+        events: list[QueuedEvent] = []
+        # small enough steps that a crowded (half full) engine cannot overflow within one step
+        step = max(1, min(HITS_PER_ROOM_CHECK, engine.config.max_open_alerts // 4))
+        for start in range(0, len(hits), step):
+            if engine.crowded():
+                # Commit what this batch produced so far (in engine order, without the checkpoint: a crash
+                # re-reads the batch), then let due resolves free room before opening more alerts.
+                self.outbox.writer.submit(engine.commit(events))
+                events = []
+                await self.outbox.writer.backpressure()
+                await self._wait_for_alert_room()
+            events += hit_events(engine, name, self.runtime.ruleset.rules, batch.path, hits[start:start + step],
+                                 time.time())
+        change = engine.commit(events)
+        if batch.checkpoint is not None:
+            if batch.finished:
+                change.forget_checkpoints.append((name, batch.checkpoint.key))
+            else:
+                change.checkpoints.append((name, batch.checkpoint.key, batch.checkpoint.state))
+        return change
+
+    async def _wait_for_alert_room(self) -> None:
+        """A backlog read at full speed opens alerts faster than their quiet periods end. While some of them
+        resolve within ALERT_ROOM_WAIT, pause the source and resolve them early instead of growing memory
+        without bound. Otherwise carry on: past ``max_open_alerts`` the engine suppresses new identities,
+        counted and summarised."""
+        engine, source = self.engine, self.runtime.config.name
+        paused = time.monotonic()
+        while engine.crowded():
+            now = time.time()
+            due = engine.next_quiet_resolve()
+            if due is None or due - now > ALERT_ROOM_WAIT:
+                break
+            await asyncio.sleep(max(0.1, due - now))
+            # not awaited (the writer keeps engine order); a failure is the ticker's to report
+            self.tick(time.time()).add_done_callback(lambda f: f.cancelled() or f.exception())
+        waited = time.monotonic() - paused
+        self.stats.paused_seconds[source] = self.stats.paused_seconds.get(source, 0.0) + waited
+        if waited >= 0.1 and time.monotonic() - self.stats.room_logged >= 60:
+            self.stats.room_logged = time.monotonic()
+            log.info("source_paused_until_alerts_resolve", source=source, waited_s=round(waited, 2),
+                     open_alerts=len(engine.states), max_open_alerts=engine.config.max_open_alerts)

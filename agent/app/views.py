@@ -1,0 +1,130 @@
+"""What the agent shows of itself: ``/healthz`` (summary), ``/readyz``, ``/status`` and the metrics snapshot.
+
+Read-only: every view is built on the event loop from the stages' own counters and status calls.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from agent import __version__
+
+if TYPE_CHECKING:
+    from agent.app.agent import Agent
+
+
+class AgentViews:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def summary(self) -> dict[str, Any]:
+        a = self.agent
+        stats = a.outbox.stats
+        return {
+            "status": "ok" if a.ready else "starting",
+            "version": __version__,
+            "uptime_seconds": round(time.time() - a.started, 3),
+            "outbox_depth": stats.depth,
+            "dead_letters": stats.dead_letters,
+            "last_successful_delivery": a.outputs.last_success(),
+            "files_tailed": self._files_tailed(),
+            "inotify_overflows": a.inotify.overflows,
+            "open_alerts": self._open_alerts(),
+            "config_error": a.config_error or None,
+            "disk_full": stats.disk_full,
+            "dry_run": a.outputs.dry_run(),
+        }
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        a = self.agent
+        reasons = []
+        if not a.ready:
+            reasons.append("starting or stopping")
+        for name, runtime in a.sources.running.items():
+            if any(t.done() for t in runtime.tasks):
+                reasons.append(f"source {name} is not running")
+            elif not runtime.source.first_scan_done:
+                reasons.append(f"source {name}: first scan of its files not finished")
+        reasons += [f"sender {name} is not running" for name in a.outputs.not_running()]
+        if a.outbox.stats.disk_full:
+            reasons.append("outbox cannot write: disk full")
+        return (not reasons, reasons)
+
+    def status(self) -> dict[str, Any]:
+        a = self.agent
+        stats = a.outbox.stats
+        return {
+            **self.summary(),
+            "host": a.config.host,
+            "config_path": a.config_path,
+            "last_reload": a.last_reload,
+            "sources": {name: {"kind": type(rt.source).__name__, "batches": rt.batches,
+                               "matcher": rt.ruleset.describe(), **rt.source.status()}
+                        for name, rt in a.sources.running.items()},
+            "rules": dict(a.engine.stats.matches),
+            "alerts": a.engine.open_alerts(),
+            "events": dict(a.engine.stats.events),
+            "suppressed": dict(a.engine.stats.suppressed),
+            "checks": a.checks.status(),
+            "outbox": {
+                "depth": stats.depth,
+                "bytes": stats.bytes,
+                "oldest_age_seconds": a.outbox.queue.oldest_age(),
+                "dead_letters": stats.dead_letters,
+                "dropped": self._dropped(),
+                "disk_full": stats.disk_full,
+                "last_error": stats.last_error,
+                "store_reset": stats.store_reset,
+            },
+            "outputs": {name: sender.status() for name, sender in a.outputs.senders.items()},
+        }
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        a = self.agent
+        checks = a.checks.status()
+        stats = a.outbox.stats
+
+        def per_source(attr: str) -> dict[tuple[str, ...], float]:
+            return {(name,): float(getattr(rt.source.stats, attr)) for name, rt in a.sources.running.items()}
+
+        return {
+            "lines_read": per_source("lines_read"),
+            "bytes_read": per_source("bytes_read"),
+            "lines_truncated": per_source("lines_truncated"),
+            "invalid_bytes": per_source("bytes_replaced"),
+            "bytes_skipped": per_source("bytes_skipped"),
+            "bytes_lost": per_source("bytes_lost"),
+            "matches": {tuple(k.split("/", 1)): float(v) for k, v in a.engine.stats.matches.items()},
+            "events": {(k,): float(v) for k, v in a.engine.stats.events.items()},
+            "dropped": {(k,): float(v) for k, v in self._dropped().items()},
+            "suppressed": {(k,): float(v) for k, v in a.engine.stats.suppressed.items()},
+            "check_runs": {k: float(v) for k, v in a.checks.runs.items()},
+            "source_paused": {(k,): v for k, v in a.pipeline_stats.paused_seconds.items()},
+            "check_overruns": {(k,): float(v["skipped_overruns"]) for k, v in checks.items()},
+            "check_callback_errors": {(k,): float(v["callback_errors"]) for k, v in checks.items()},
+            "outbox_depth": stats.depth,
+            "outbox_bytes": stats.bytes,
+            "outbox_oldest_age": a.outbox.queue.oldest_age() or 0,
+            "dead_letters": stats.dead_letters,
+            "open_alerts": self._open_alerts(),
+            "files_tailed": self._files_tailed(),
+            "inotify_overflows": float(a.inotify.overflows),
+            "config_error": 1 if a.config_error else 0,
+            "disk_full": 1 if stats.disk_full else 0,
+            "uptime": time.time() - a.started,
+        }
+
+    def _dropped(self) -> dict[str, int]:
+        """The outbox's drops (full, expired) and the pipelines' (a batch that failed), by reason."""
+        return {**self.agent.outbox.stats.dropped, **self.agent.pipeline_stats.dropped_lines}
+
+    def _open_alerts(self) -> int:
+        return sum(1 for s in self.agent.engine.states.values() if s.firing)
+
+    def _files_tailed(self) -> int:
+        total = 0
+        for runtime in self.agent.sources.running.values():
+            files = runtime.source.status().get("files", [])
+            total += sum(1 for f in files if f.get("state") in ("open", "draining")) if isinstance(files, list) else 0
+        return total
