@@ -59,6 +59,30 @@ async def test_rotating_file_handler_storm_with_the_reader_held_back(tmp_path: P
     h.assert_exactly(storm_lines(count), f"RotatingFileHandler {max_bytes // 1024} KiB, {pattern}, reader held back")
 
 
+async def test_generations_are_found_even_when_the_event_thread_opens_none(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inotify handler opening births at once is the fast path; when it lags behind a storm (it then opens a
+    later generation, or none) the directory ledger still finds every generation never read."""
+    from agent.tail.watch import HintBox
+
+    monkeypatch.setattr(HintBox, "_pin", lambda self, path: None)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "app.log"
+    count = 12 * 64 * 1024 // 60
+    h = Harness(TailConfig(name="app", paths=[str(app)], start_at="beginning", rotate_wait=0.3, poll_interval=0.3),
+                queue_size=2)
+    h.gate.clear()
+    await h.start()
+    await asyncio.to_thread(subprocess.run, [sys.executable, "-c", WRITER, str(app), str(count), str(64 * 1024)],
+                            check=True, timeout=120)
+    h.gate.set()
+    await h.wait_lines(count, timeout=60)
+    await h.wait_idle()
+    await h.stop()
+    h.assert_exactly(storm_lines(count), "RotatingFileHandler 64 KiB, no births opened by the event thread")
+
+
 @pytest.mark.skipif(not shutil.which(LOGROTATE), reason="logrotate is not installed")
 async def test_logrotate_nocreate_with_the_application_recreating_the_file(tmp_path: Path) -> None:
     logs = tmp_path / "logs"

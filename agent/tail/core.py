@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from agent.fileid import fingerprint
 from agent.source import Checkpoint
 from agent.tail import checkpoint
 from agent.tail.config import TailConfig
@@ -26,6 +27,7 @@ from agent.tail.problems import FileProblems
 from agent.tail.reader import LineReader
 from agent.tail.rotation import Rotation
 from agent.tail.scan import Ident, PathFilter, Scanner, ScanResult
+from agent.tail.siblings import Siblings
 from agent.tail.stats import TailStats
 from agent.tail.stream import FileStat, Stream, current_path, real_path
 from agent.tail.table import StreamTable
@@ -62,8 +64,9 @@ class TailCore:
         self.emitter = Emitter(config.name, checkpoint.StreamKeys(set(checkpoints)), stats)
         self.reader = LineReader(config, stats)
         self.opener = StreamOpener(config, self.table, self.problems, self.emitter)
+        self.siblings = Siblings(self.paths, config.fingerprint_bytes)
         self.rotation = Rotation(config, self.table, self.opener, self.reader, self.emitter, stats,
-                                 known=lambda: {f.ident for f in self._unresolved})
+                                 known=lambda: {f.ident for f in self._unresolved}, siblings=self.siblings)
         self.watch: Watch = PollingWatch("not started")
         self.first_scan_done = False
         self.stopping = False
@@ -80,6 +83,8 @@ class TailCore:
         self._next_rescan = self._last_scan = 0.0
         self._scans = 0
         self._deep_requested = False
+        self._births = False
+        """A new file appeared under a watched name since the unread siblings were last looked for."""
 
     @property
     def unresolved_count(self) -> int:
@@ -118,6 +123,8 @@ class TailCore:
         if rescan or not self.first_scan_done or now >= self._next_rescan:
             self._discover(now, event=rescan)
             self._last_scan = now
+        if (hints.births or self._births) and self.first_scan_done and self.siblings.active:
+            self._follow_unread_siblings(now)
         self._next_rescan = self._last_scan + self._rescan_interval(now)
         table = self.table
         for path in hints.changed:
@@ -142,6 +149,17 @@ class TailCore:
                 self.rotation.start_draining(f, "renamed before it was opened")
             else:
                 self.table.index_path(f, f.path)
+
+    def _follow_unread_siblings(self, now: float) -> None:
+        """Generations renamed away before the source ever opened them (see agent/tail/siblings.py)."""
+        self._births = False
+        table = self.table
+        known = {f.ident for f in self._unresolved}
+        heads = {fingerprint(f.head) for f in table.streams if f.head}
+        for path, fd in self.siblings.unread(set(table.by_id) | known, heads):
+            f = self.opener.follow_from_start(path, fd, now, known, "a generation renamed unread")
+            if f is not None:
+                self.rotation.start_draining(f, "renamed before it was opened")
 
     def _rescan_interval(self, now: float) -> float:
         """Slow safety net while events arrive; poll_interval without them or while something is retried."""
@@ -261,6 +279,8 @@ class TailCore:
         self._resolve_restored(now)
         self._open_new(new, index, now, at_end=initial and self._first_start and self.config.start_at == "end")
         self.table.by_path = index
+        if initial:
+            self.siblings.baseline()
         self.first_scan_done = True
         self._sync_watches()
 
@@ -319,6 +339,7 @@ class TailCore:
             f = self.opener.open_new(path, now, at_end=at_end)
             if f is not None:
                 self.table.index_path(f, path, index)
+                self._births = self.first_scan_done  # a new identity at a watched name: a rotation happened
 
     def _sync_watches(self) -> None:
         watch = self.watch

@@ -20,6 +20,7 @@ from agent.tail.identity import OPEN_FLAGS, find_in_dirs, later_generations
 from agent.tail.multiline import take_record
 from agent.tail.opening import StreamOpener
 from agent.tail.reader import LineReader
+from agent.tail.siblings import Siblings
 from agent.tail.stats import TailStats
 from agent.tail.stream import Stream, current_path
 from agent.tail.table import Ident, StreamTable
@@ -29,8 +30,9 @@ log = structlog.get_logger(__name__)
 
 class Rotation:
     def __init__(self, config: TailConfig, table: StreamTable, opener: StreamOpener, reader: LineReader,
-                 emitter: Emitter, stats: TailStats, known: Callable[[], set[Ident]]) -> None:
+                 emitter: Emitter, stats: TailStats, known: Callable[[], set[Ident]], siblings: Siblings) -> None:
         self.config = config
+        self.siblings = siblings
         self.known = known
         """Identities of restored checkpoints not followed yet (never to be read from 0)."""
         self.table = table
@@ -107,6 +109,7 @@ class Rotation:
                 lines.append(text)
         lines.extend(take_record(f))
         self.emitter.emit(f, lines, None, finished=True)
+        self.siblings.record(f)  # read whole: never to be taken for an unread generation when renamed on
         self.table.close_fd(f)
         self.table.remove(f)
         log.info("tail.file_finished", source=self.config.name, path=f.path, offset=f.consumed)

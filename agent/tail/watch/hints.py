@@ -40,9 +40,11 @@ class Hints:
     """Events were lost: discover with a deep scan."""
     pinned: list[tuple[str, int]] = field(default_factory=list)
     """Files that appeared under a watched name, opened by the event thread: (path then, descriptor)."""
+    births: int = 0
+    """Files that appeared under a watched name (created or renamed into it), pinned or not."""
 
     def __bool__(self) -> bool:
-        return bool(self.changed or self.rescan or self.overflowed or self.pinned)
+        return bool(self.changed or self.rescan or self.overflowed or self.pinned or self.births)
 
 
 class HintBox:
@@ -92,12 +94,14 @@ class HintBox:
         # a created (or renamed-in) file is a new identity at that name, whatever the snapshot says was there:
         # pin it (the worker drops a descriptor of an identity it follows already)
         if kind == "created" and self._paths.included(src):
+            self._add(birth=True)
             self._pin(src)
         elif kind == "moved" and dest:
             if src in self._unopened:
                 self._unopened.discard(src)
                 self._pin(dest)  # a birth renamed before it could be opened: open it under its new name
             elif src not in followed and self._paths.included(dest):
+                self._add(birth=True)
                 self._pin(dest)  # renamed into a watched name (an atomic replace): a new file there
         elif kind == "deleted":
             self._unopened.discard(src)
@@ -141,10 +145,12 @@ class HintBox:
     def rescan(self) -> None:
         self._add(rescan=True)
 
-    def _add(self, *, changed: str | None = None, rescan: bool = False, overflowed: bool = False) -> None:
+    def _add(self, *, changed: str | None = None, rescan: bool = False, overflowed: bool = False,
+             birth: bool = False) -> None:
         with self._lock:
             if changed is not None:
                 self._hints.changed.add(changed)
+            self._hints.births += birth
             self._hints.rescan |= rescan
             self._hints.overflowed |= overflowed
             if self._signalled:

@@ -1,0 +1,112 @@
+"""Rotated siblings of a watched file: which of them hold a generation the source never read.
+
+An application that rotates its own log fast (RotatingFileHandler in an error storm, logrotate ``nocreate``
+with a quick writer) can create ``app.log``, fill it and rename it to ``app.log.1`` before the reader opened
+it. The inotify handler opens such births at once (``HintBox``), but it can lag behind the storm and grab a
+later generation. This ledger is the safety net that never depends on timing: whenever births happened
+under a watched name, the directory is listed, and a sibling (a name that starts with the watched name) whose
+identity *and* first bytes the source has never seen is a generation to read whole.
+
+Identity alone is not enough: RotatingFileHandler deletes its oldest backup just before it creates the next
+file, and the file system hands the freed inode number to that new file. So the ledger keeps, per identity,
+the fingerprint of the first bytes, and a reused inode with other content is new.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Container, Iterable
+
+from agent.fileid import fingerprint, has_magic, pread_exact
+from agent.tail.identity import OPEN_FLAGS, is_compressed
+from agent.tail.scan import PathFilter
+from agent.tail.stream import Stream
+
+Ident = tuple[int, int]
+Seen = tuple[int, int, str]  # size, mtime_ns, fingerprint of the first bytes
+
+
+class Siblings:
+    def __init__(self, paths: PathFilter, fingerprint_bytes: int) -> None:
+        self._fp_bytes = fingerprint_bytes
+        # watched names without wildcards: their rotated names match no glob (with one, the glob finds them)
+        self._bases = sorted({os.path.split(p) for p in paths.patterns
+                              if not has_magic(p) and not paths.excluded(p)})
+        self._seen: dict[Ident, Seen] = {}
+
+    @property
+    def active(self) -> bool:
+        return bool(self._bases)
+
+    def record(self, stream: Stream) -> None:
+        """A stream the source followed: its content is known (read now or through its checkpoint)."""
+        if stream.fd is None:
+            return
+        try:
+            st = os.fstat(stream.fd)
+        except OSError:
+            return
+        head = pread_exact(stream.fd, self._fp_bytes, 0)
+        self._seen[stream.ident] = (st.st_size, st.st_mtime_ns, fingerprint(head))
+
+    def baseline(self) -> None:
+        """At the first scan: everything there already is history (or found through a checkpoint)."""
+        for path, st in self._entries():
+            self._remember(path, st)
+
+    def unread(self, followed: Container[Ident], heads: set[str]) -> list[tuple[str, int]]:
+        """Siblings never seen, opened (oldest first): neither a followed identity, nor a known identity with
+        the same first bytes, nor a copy of a followed stream's content (``heads``), nor compressed."""
+        found: list[tuple[int, str, int]] = []
+        for path, st in self._entries():
+            ident = (st.st_dev, st.st_ino)
+            if ident in followed:
+                continue
+            seen = self._seen.get(ident)
+            if seen is not None and seen[:2] == (st.st_size, st.st_mtime_ns):
+                continue  # known and untouched (a rename changes neither)
+            try:
+                fd = os.open(path, OPEN_FLAGS)
+            except OSError:
+                continue
+            head = pread_exact(fd, self._fp_bytes, 0)
+            fp = fingerprint(head)
+            self._seen[ident] = (st.st_size, st.st_mtime_ns, fp)
+            if (seen is not None and seen[2] == fp) or fp in heads or not head or is_compressed(fd):
+                os.close(fd)
+                continue
+            found.append((st.st_mtime_ns, path, fd))
+        found.sort()
+        return [(path, fd) for _mtime, path, fd in found]
+
+    def _remember(self, path: str, st: os.stat_result) -> None:
+        try:
+            fd = os.open(path, OPEN_FLAGS)
+        except OSError:
+            return
+        try:
+            head = pread_exact(fd, self._fp_bytes, 0)
+        finally:
+            os.close(fd)
+        self._seen[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns, fingerprint(head))
+
+    def _entries(self) -> Iterable[tuple[str, os.stat_result]]:
+        present: set[Ident] = set()
+        for directory, base in self._bases:
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.name == base or not entry.name.startswith(base):
+                    continue
+                try:
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                present.add((st.st_dev, st.st_ino))
+                yield entry.path, st
+        for gone in [i for i in self._seen if i not in present]:
+            del self._seen[gone]  # bounded by what exists

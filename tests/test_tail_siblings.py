@@ -1,0 +1,80 @@
+"""The ledger of rotated siblings: what is there before the source starts is history, a renamed generation
+the source followed is known, anything else under a rotated name is a generation never read."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from agent.tail.scan import PathFilter
+from agent.tail.siblings import Siblings
+from agent.tail.stream import Stream
+
+
+def ledger(directory: Path, pattern: str = "app.log") -> Siblings:
+    return Siblings(PathFilter([str(directory / pattern)], []), fingerprint_bytes=64)
+
+
+def opened_names(found: list[tuple[str, int]]) -> list[str]:
+    for _path, fd in found:
+        os.close(fd)
+    return [os.path.basename(path) for path, _fd in found]
+
+
+def test_history_known_generations_and_new_ones(tmp_path: Path) -> None:
+    (tmp_path / "app.log").write_text("live\n")
+    (tmp_path / "app.log.1").write_text("yesterday\n")
+    (tmp_path / "other.log.1").write_text("not a sibling\n")
+    siblings = ledger(tmp_path)
+    assert siblings.active
+    siblings.baseline()
+    assert opened_names(siblings.unread(set(), set())) == [], "what was there at the start is history"
+    (tmp_path / "app.log.2").write_text("born and renamed before it was opened\n")
+    assert opened_names(siblings.unread(set(), set())) == ["app.log.2"]
+    assert opened_names(siblings.unread(set(), set())) == [], "found once"
+    os.rename(tmp_path / "app.log.2", tmp_path / "app.log.3")  # renamed on: same identity, same content
+    assert opened_names(siblings.unread(set(), set())) == []
+
+
+def test_a_reused_inode_with_other_content_is_new(tmp_path: Path) -> None:
+    target = tmp_path / "app.log.4"
+    target.write_text("old backup\n")
+    siblings = ledger(tmp_path)
+    siblings.baseline()
+    with open(target, "r+") as f:  # the same inode number, other content: what inode reuse looks like
+        f.write("a new generation, longer than the old one\n")
+    assert opened_names(siblings.unread(set(), set())) == ["app.log.4"]
+
+
+def test_followed_copies_compressed_and_empty_are_not_generations(tmp_path: Path) -> None:
+    siblings = ledger(tmp_path)
+    siblings.baseline()
+    followed = tmp_path / "app.log.1"
+    followed.write_text("followed by the source\n")
+    copy = tmp_path / "app.log.2"
+    copy.write_text("content of the live file\n")
+    (tmp_path / "app.log.3.gz").write_bytes(b"\x1f\x8b\x08\x00rest")
+    (tmp_path / "app.log.5").write_text("")
+    st = followed.stat()
+    from agent.fileid import fingerprint
+
+    heads = {fingerprint(b"content of the live file\n")}
+    assert opened_names(siblings.unread({(st.st_dev, st.st_ino)}, heads)) == []
+
+
+def test_a_finished_stream_is_recorded(tmp_path: Path) -> None:
+    siblings = ledger(tmp_path)
+    siblings.baseline()
+    path = tmp_path / "app.log.1"
+    path.write_text("read whole by the source\n")
+    st = path.stat()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        siblings.record(Stream(path=str(path), dev=st.st_dev, ino=st.st_ino, fd=fd))
+    finally:
+        os.close(fd)
+    assert opened_names(siblings.unread(set(), set())) == []
+
+
+def test_only_names_without_wildcards_have_siblings(tmp_path: Path) -> None:
+    assert not ledger(tmp_path, "app.log*").active  # the glob itself finds rotated names
