@@ -19,6 +19,7 @@ from agent.fileid import fingerprint
 from agent.source import Checkpoint
 from agent.tail import checkpoint
 from agent.tail.config import TailConfig
+from agent.tail.discovery import Discovery
 from agent.tail.emit import Emission, Emitter
 from agent.tail.identity import rewritten
 from agent.tail.multiline import take_record
@@ -26,17 +27,15 @@ from agent.tail.opening import StreamOpener
 from agent.tail.problems import FileProblems
 from agent.tail.reader import LineReader
 from agent.tail.rotation import Rotation
-from agent.tail.scan import Ident, PathFilter, Scanner, ScanResult
+from agent.tail.scan import PathFilter, Scanner
 from agent.tail.siblings import Siblings
 from agent.tail.stats import TailStats
-from agent.tail.stream import FileStat, Stream, current_path, real_path
+from agent.tail.stream import Stream, current_path
 from agent.tail.table import StreamTable
 from agent.tail.watch import HintBox, Hints, InotifyHub, InotifyWatch, PollingWatch, Watch, open_watch
 
 log = structlog.get_logger(__name__)
 
-DEEP_EVERY = 6
-"""While inotify works, every 6th rescan stat()s every file (the others only list directories)."""
 SETTLE_RESCAN = 0.25
 """Rescan interval while newly added inotify watches arm."""
 
@@ -66,30 +65,23 @@ class TailCore:
         self.opener = StreamOpener(config, self.table, self.problems, self.emitter)
         self.siblings = Siblings(self.paths, config.fingerprint_bytes)
         self.rotation = Rotation(config, self.table, self.opener, self.reader, self.emitter, stats,
-                                 known=lambda: {f.ident for f in self._unresolved}, siblings=self.siblings)
+                                 known=lambda: self.discovery.known(), siblings=self.siblings)
+        self.discovery = Discovery(config, checkpoints, is_first_start=is_first_start, scanner=self.scanner,
+                                   table=self.table, problems=self.problems, emitter=self.emitter,
+                                   opener=self.opener, rotation=self.rotation, siblings=self.siblings)
         self.watch: Watch = PollingWatch("not started")
-        self.first_scan_done = False
         self.stopping = False
         """Set by the event loop when the source stops: a cycle then does nothing."""
-        self._first_start = is_first_start
-        self._unresolved: list[Stream] = []
-        self._forget: list[Checkpoint] = []
-        for ckpt in checkpoints.values():
-            restored = checkpoint.decode(config.name, ckpt)
-            if restored is None:
-                self._forget.append(ckpt)
-            else:
-                self._unresolved.append(restored)
         self._next_rescan = self._last_scan = 0.0
-        self._scans = 0
-        self._deep_requested = False
-        self._births = False
-        """A new file appeared under a watched name since the unread siblings were last looked for."""
+
+    @property
+    def first_scan_done(self) -> bool:
+        return self.discovery.first_scan_done
 
     @property
     def unresolved_count(self) -> int:
         """Restored checkpoints not matched to a file yet."""
-        return len(self._unresolved)
+        return len(self.discovery.unresolved)
 
     def start_watching(self, hub: InotifyHub | None, polling_only: bool) -> None:
         self.watch = open_watch(hub, self.box, polling_only=polling_only)
@@ -115,15 +107,16 @@ class TailCore:
             return CycleResult([], False, now + 3600)
         if hints.overflowed:
             self.stats.overflow_rescans += 1
-            self._deep_requested = True
+            self.discovery.deep_requested = True
             self.watch.error = "inotify queue overflowed (events lost; rescanned)"
         if hints.pinned:
             self._adopt_pinned(hints.pinned, now)
         rescan = hints.rescan or hints.overflowed
         if rescan or not self.first_scan_done or now >= self._next_rescan:
-            self._discover(now, event=rescan)
+            self.discovery.run(now, event=rescan, event_driven=self.watch.event_driven)
+            self._sync_watches()
             self._last_scan = now
-        if (hints.births or self._births) and self.first_scan_done and self.siblings.active:
+        if (hints.births or self.discovery.births) and self.first_scan_done and self.siblings.active:
             self._follow_unread_siblings(now)
         self._next_rescan = self._last_scan + self._rescan_interval(now)
         table = self.table
@@ -139,7 +132,7 @@ class TailCore:
     def _adopt_pinned(self, pinned: list[tuple[str, int]], now: float) -> None:
         """Files opened by the event thread as they appeared. One already renamed to a name no glob matches
         (an application rotating fast) is read whole through its descriptor and then finished."""
-        known = {f.ident for f in self._unresolved}
+        known = self.discovery.known()
         for path, fd in pinned:
             f = self.opener.follow_from_start(path, fd, now, known, "as it appeared")
             if f is None:
@@ -152,9 +145,9 @@ class TailCore:
 
     def _follow_unread_siblings(self, now: float) -> None:
         """Generations renamed away before the source ever opened them (see agent/tail/siblings.py)."""
-        self._births = False
+        self.discovery.births = False
         table = self.table
-        known = {f.ident for f in self._unresolved}
+        known = self.discovery.known()
         heads = {fingerprint(f.head) for f in table.streams if f.head}
         for path, fd in self.siblings.unread(set(table.by_id) | known, heads):
             f = self.opener.follow_from_start(path, fd, now, known, "a generation renamed unread")
@@ -165,11 +158,11 @@ class TailCore:
         """Slow safety net while events arrive; poll_interval without them or while something is retried."""
         config = self.config
         interval = config.rescan_interval if self.watch.event_driven else config.poll_interval
-        if self.problems or self.table.waiting or self._unresolved:
+        if self.problems or self.table.waiting or self.discovery.unresolved:
             interval = min(interval, config.poll_interval)
         if isinstance(self.watch, InotifyWatch) and now < self.watch.settle_until:
             interval = min(interval, SETTLE_RESCAN)
-            self._deep_requested = True
+            self.discovery.deep_requested = True
         return interval
 
     def _read_ready(self, now: float) -> None:
@@ -259,88 +252,6 @@ class TailCore:
 
     # --- discovery -------------------------------------------------------------------------------------
 
-    def _discover(self, now: float, *, event: bool) -> None:
-        initial = not self.first_scan_done
-        self._scans += 1
-        if not self.watch.event_driven or self._deep_requested or initial or self._scans % DEEP_EVERY == 0:
-            mode = "deep"
-        else:
-            mode = "light" if event else "cached"
-        self._deep_requested = False
-        result = self.scanner.scan(mode, self.table.followed_at)
-        self.problems.settle(result.problems, result.seen)
-        for ckpt in self._forget:
-            log.warning("tail.checkpoint_unusable", source=self.config.name, key=ckpt.key)
-            self.emitter.forget(ckpt.key, ckpt.state)
-        self._forget = []
-        index: dict[str, Stream] = {}
-        new = self._find_followed(result, index, now)
-        self._end_unmatched(result, now)
-        self._resolve_restored(now)
-        self._open_new(new, index, now, at_end=initial and self._first_start and self.config.start_at == "end")
-        self.table.by_path = index
-        if initial:
-            self.siblings.baseline()
-        self.first_scan_done = True
-        self._sync_watches()
-
-    def _find_followed(self, result: ScanResult, index: dict[str, Stream], now: float
-                       ) -> list[tuple[str, FileStat | None]]:
-        """Streams we follow (and restored checkpoints) found again by identity; the rest is new."""
-        new: list[tuple[str, FileStat | None]] = []
-        for ident, (path, st) in result.matched.items():
-            f = self.table.by_id.get(ident)
-            if f is None and self._unresolved:
-                f = self.opener.adopt_restored(ident, path, self._unresolved, now)
-            if f is None:
-                new.append((path, st))
-                continue
-            if f.path != path:
-                f.path = path
-                f.real = real_path(path)
-            if f.draining:
-                f.draining, f.drain_reason, f.idle_since = False, "", None
-            self.table.index_path(f, path, index)
-            if st is not None and (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
-                self.table.ready[f] = None  # changed (a closed file is re-opened only then)
-        return new
-
-    def _end_unmatched(self, result: ScanResult, now: float) -> None:
-        """Streams no glob matches any more: rotated away, deleted, symlink retargeted."""
-        matched: dict[Ident, Any] = result.matched
-        for f in list(self.table.streams):
-            if f.ident in matched or f.draining:
-                continue
-            if f.fd is None:
-                self.rotation.relocate(f, now)
-            else:
-                self.rotation.start_draining(f, "rotated or deleted")
-
-    def _resolve_restored(self, now: float) -> None:
-        """Restored checkpoints not found under any glob: rotated while we were stopped."""
-        still: list[Stream] = []
-        for f in self._unresolved:
-            if f.path in self.problems:
-                still.append(f)  # e.g. permission denied: keep the checkpoint, retry later
-                continue
-            self.rotation.relocate(f, now)
-        self._unresolved = still
-
-    def _open_new(self, new: list[tuple[str, FileStat | None]], index: dict[str, Stream], now: float, *,
-                  at_end: bool) -> None:
-        for path, st in new:
-            if st is None:  # identity from a cached listing, but not followed yet (e.g. it failed to open)
-                try:
-                    st = FileStat(os.stat(path))
-                except OSError:
-                    continue
-            if (st.st_dev, st.st_ino) in self.table.by_id:
-                continue
-            f = self.opener.open_new(path, now, at_end=at_end)
-            if f is not None:
-                self.table.index_path(f, path, index)
-                self._births = self.first_scan_done  # a new identity at a watched name: a rotation happened
-
     def _sync_watches(self) -> None:
         watch = self.watch
         if watch.sync(self.paths.watch_specs(self.table.streams)):
@@ -367,5 +278,5 @@ class TailCore:
         self.box.close()
         self.watch.close()
         self.table.close_all()
-        for f in self._unresolved:
+        for f in self.discovery.unresolved:
             self.table.close_fd(f)
