@@ -6,16 +6,39 @@ Read-only: every view is built on the event loop from the stages' own counters a
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from agent import __version__
+from agent.alerts import AlertEngine
+from agent.app.checks import CheckRunner
+from agent.app.outputs import Outputs
+from agent.app.pipeline import PipelineStats
+from agent.app.sources import SourceSet
+from agent.config import Config
+from agent.outbox import Outbox
+from agent.tail import InotifyHub
 
-if TYPE_CHECKING:
-    from agent.app.agent import Agent
+
+class ViewedAgent(Protocol):
+    """What the views read of the agent (``agent.app.agent.Agent``), and nothing else."""
+
+    config: Config
+    config_path: str | None
+    ready: bool
+    started: float
+    config_error: str
+    last_reload: float | None
+    outbox: Outbox
+    engine: AlertEngine
+    inotify: InotifyHub
+    sources: SourceSet
+    outputs: Outputs
+    checks: CheckRunner
+    pipeline_stats: PipelineStats
 
 
 class AgentViews:
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: ViewedAgent) -> None:
         self.agent = agent
 
     def summary(self) -> dict[str, Any]:
