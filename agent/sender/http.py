@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -10,7 +10,7 @@ from agent import __version__
 from agent.lazy import lazy_import
 from agent.logsetup import Redactor
 from agent.sender.config import OutputConfig
-from agent.sender.outcome import SendOutcome, classify
+from agent.sender.outcome import MAX_RESPONSE_BYTES, SendOutcome, classify
 
 # ~10 MiB of RSS: imported when the first event is sent (a dry run or an agent with nothing to say never does)
 if TYPE_CHECKING:
@@ -34,6 +34,19 @@ def open_session(config: OutputConfig) -> aiohttp.ClientSession:
     )
 
 
+async def read_bounded(response: aiohttp.ClientResponse) -> Any:
+    """The answer's JSON, reading at most MAX_RESPONSE_BYTES (None when it is not JSON or longer than that:
+    the connection is then dropped instead of read to its end)."""
+    raw = await response.content.read(MAX_RESPONSE_BYTES + 1)
+    if len(raw) > MAX_RESPONSE_BYTES:
+        response.close()
+        return None
+    try:
+        return orjson.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
 def transport_error(exc: BaseException, redactor: Redactor, *, maybe_delivered: bool = False) -> SendOutcome:
     """No answer: retryable; the message is redacted (aiohttp may quote the URL with its key)."""
     return SendOutcome(False, True, None, "TransportError", redactor.text(f"{type(exc).__name__}: {exc}"),
@@ -44,13 +57,9 @@ async def post_event(session: aiohttp.ClientSession, url: str, body: str, proxy:
                      redactor: Redactor) -> SendOutcome:
     """POST one stored body as it is (the exact text the outbox holds) and classify the answer."""
     try:
-        async with session.post(url, data=body.encode("utf-8"), headers=JSON_HEADERS, proxy=proxy) as response:
-            raw = await response.read()
-            try:
-                parsed = orjson.loads(raw) if raw else None
-            except ValueError:
-                parsed = None
-            return classify(response.status, parsed, response.headers)
+        async with session.post(url, data=body.encode("utf-8"), headers=JSON_HEADERS, proxy=proxy,
+                                allow_redirects=False) as response:
+            return classify(response.status, await read_bounded(response), response.headers)
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         # Only a refused or failed connection proves the request never left; a timeout or a connection cut
         # after sending may still be processed by the server, later than newer events of the key.

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from agent.lazy import lazy_import
 from agent.logsetup import Redactor
 from agent.sender.config import OutputConfig, resolve_proxy
-from agent.sender.http import transport_error
+from agent.sender.http import read_bounded, transport_error
 from agent.sender.outcome import SendOutcome, classify
 
 if TYPE_CHECKING:
@@ -24,12 +23,8 @@ async def send_once(config: OutputConfig, body: dict[str, Any], redactor: Redact
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=config.timeout),
                                      trust_env=False) as session:
         try:
-            async with session.post(url, json=body, proxy=resolve_proxy(url, config.proxy)) as response:
-                raw = await response.read()
-                try:
-                    parsed = json.loads(raw) if raw else None
-                except ValueError:
-                    parsed = None
-                return classify(response.status, parsed, response.headers)
+            async with session.post(url, json=body, proxy=resolve_proxy(url, config.proxy),
+                                    allow_redirects=False) as response:
+                return classify(response.status, await read_bounded(response), response.headers)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return transport_error(exc, redactor)

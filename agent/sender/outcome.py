@@ -7,9 +7,13 @@ import random
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 RETRYABLE_STATUS = {408, 425, 429}
 RETRYABLE_CODES = {"RequestTooFrequently", "InternalError"}
+MAX_RESPONSE_BYTES = 64 * 1024
+"""Flashduty answers with a few hundred bytes; more is read no further (an endpoint streaming gigabytes
+must not take the agent's memory with it)."""
 
 
 @dataclass(slots=True)
@@ -32,6 +36,16 @@ def classify(status: int, body: Any, headers: Any) -> SendOutcome:
     retry_after = parse_retry_after(headers.get("Retry-After")) if headers is not None else None
     code = str(error.get("code", "")) if isinstance(error, dict) else ""
     message = str(error.get("message", "")) if isinstance(error, dict) else ""
+    if 300 <= status < 400:
+        # Following a redirect would send the event (a 307 re-POSTs it whole) somewhere that is not Flashduty
+        # and count it as delivered: never. The push URL is wrong (or intercepted): say what to fix.
+        where = ""
+        location = headers.get("Location") if headers is not None else None
+        if location:
+            where = f" to {urlsplit(location).hostname or 'another path'}"
+        return SendOutcome(False, False, status, "Redirect",
+                           f"the push URL answered HTTP {status} (a redirect{where}); dutytail never follows "
+                           f"redirects: set push_url to the URL on the Flashduty integration card", request_id)
     if 200 <= status < 300:
         if not isinstance(body, dict):
             return SendOutcome(False, True, status, "BadResponse", "2xx without a JSON object body", request_id)
