@@ -133,3 +133,19 @@ def test_reminder_text_is_replaced_not_stacked() -> None:
     log_rule.before_reminder(state)
     assert state.description == f"{base}\n[reminder] still firing: 7 matches since 2027-01-15T08:00:00Z, " \
                                 f"last 2027-01-15T08:00:00Z"
+
+
+def test_an_alert_key_template_that_renders_empty_falls_back_to_the_default_key() -> None:
+    """`{job}` of a group that matched nothing used to give `alert_key: ""`: its Ok was rejected (400) and
+    dead-lettered, so the alert never closed."""
+    engine = make_engine()
+    rules = [rule(match=r"backup (?P<job>\w*) failed", identity=[], alert_key="{job}", resolve={"after": 60})]
+    fired = feed(engine, rules, "backup  failed", 1)
+    assert statuses(fired) == ["Critical"]
+    key = fired[0]["alert_key"]
+    assert key.strip(), "an empty alert_key went out"
+    assert feed(engine, rules, "backup  failed", 2) == []  # the same alert, not a new one per line
+    resolved = tick(engine, 62)
+    assert statuses(resolved) == ["Ok"] and resolved[0]["alert_key"] == key
+    named = feed(engine, rules, "backup nightly failed", 70)
+    assert named[0]["alert_key"] == "nightly"  # a non-empty rendering is used as it is

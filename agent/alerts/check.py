@@ -26,10 +26,13 @@ FLAPPING_NOTE = "Check is flapping; notifications are suppressed until it settle
 
 def alert_key(check: CheckConfig, fields: dict[str, str], renderer: Renderer) -> str:
     """The check's ``alert_key`` template over its result fields, else one alert per check and host."""
+    def default() -> str:
+        return stable_alert_key(renderer.host, "checks", check.name)
+
     if check.alert_key:
         values = {**renderer.global_labels, **check.labels, **fields, "host": renderer.host, "check": check.name}
-        return render(check.alert_key, values)
-    return stable_alert_key(renderer.host, "checks", check.name)
+        return renderer.alert_key(check.alert_key, values, default, f"checks/{check.name}")
+    return default()
 
 
 def opens(observation: CheckObservation) -> bool:

@@ -48,12 +48,15 @@ class RuleLike(Protocol):
 def alert_key(source: str, rule: RuleLike, groups: Mapping[str, str], path: str, renderer: Renderer) -> str:
     """The identity of a match: the rule's ``alert_key`` template, else a hash of host, source, rule and
     the ``identity`` groups (so counts, times and the rest of the line never split an alert)."""
+    def default() -> str:
+        identity = [f"{name}={groups.get(name, '')}" for name in rule.identity]
+        return stable_alert_key(renderer.host, source, rule.name, *identity)
+
     if rule.alert_key:
         values = {**renderer.global_labels, **rule.labels, **groups, "host": renderer.host, "source": source,
                   "rule": rule.name, "path": path}
-        return render(rule.alert_key, values)
-    identity = [f"{name}={groups.get(name, '')}" for name in rule.identity]
-    return stable_alert_key(renderer.host, source, rule.name, *identity)
+        return renderer.alert_key(rule.alert_key, values, default, f"{source}/{rule.name}")
+    return default()
 
 
 def new_state(key: str, source: str, rule: RuleLike, default_output: str, default_resolve_after: float) -> AlertState:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
 
 from agent.alerts.state import AlertState
-from agent.events import Event, Status
+from agent.events import Event, Status, render
 from agent.outbox import QueuedEvent
 
 log = structlog.get_logger(__name__)
@@ -35,11 +35,24 @@ def _iso_second(second: int) -> str:
 class Renderer:
     """Renders for one host: its name and the config's global labels (swapped on reload)."""
 
-    __slots__ = ("global_labels", "host")
+    __slots__ = ("_empty_key_logged", "global_labels", "host")
 
     def __init__(self, host: str, global_labels: Mapping[str, str]) -> None:
         self.host = host
         self.global_labels = dict(global_labels)
+        self._empty_key_logged: set[str] = set()
+
+    def alert_key(self, template: str, values: Mapping[str, Any], fallback: Callable[[], str], owner: str) -> str:
+        """An ``alert_key`` template rendered; when it comes out empty (a group that matched nothing) the
+        default key instead: an event with an empty key cannot be closed (its Ok is rejected)."""
+        key = render(template, values)
+        if key.strip():
+            return key
+        if owner not in self._empty_key_logged:
+            self._empty_key_logged.add(owner)
+            log.warning("alert_key_template_empty_using_default", owner=owner, template=template,
+                        note="an Ok needs the same non-empty key; the default key (host, source, rule) is used")
+        return fallback()
 
     def values(self, state: AlertState) -> dict[str, Any]:
         """The fields a title, description or label template may name."""
