@@ -30,6 +30,18 @@ LABEL_VALUE_MAX = 2048
 
 _LABEL_KEY_BAD_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 _ELLIPSIS = "…"
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+"""Control characters (NUL, escape sequences ...) a log line may carry: never sent. Newline and tab stay in a
+description; a title or label is one line."""
+
+
+def printable(text: str, *, multiline: bool = False) -> str:
+    """``text`` without control characters (``multiline`` keeps newlines and tabs; else they become spaces)."""
+    if text.isprintable():
+        return text
+    if not multiline:
+        text = text.replace("\n", " ").replace("\t", " ").replace("\r", " ")
+    return _CONTROLS.sub("", text)
 
 
 def json_text(value: Any) -> str:
@@ -82,18 +94,18 @@ class Event:
     def to_body(self) -> dict[str, Any]:
         """The exact JSON object sent to Flashduty, within every documented limit."""
         notes = self.adjustments
-        title = self.title.strip() or "(no title)"
+        title = printable(self.title).strip() or "(no title)"
         if len(title) > TITLE_MAX:
             notes.append(f"title truncated from {len(title)} to {TITLE_MAX} characters")
             title = truncate(title, TITLE_MAX)
-        alert_key = self.alert_key
+        alert_key = printable(self.alert_key)
         if len(alert_key) > ALERT_KEY_MAX:
             # Truncating could merge distinct alerts; hashing the overflow keeps keys unique and stable.
             notes.append("alert_key longer than 255 characters was shortened with a hash")
             alert_key = alert_key[: ALERT_KEY_MAX - 33] + "-" + stable_alert_key(alert_key)
         body: dict[str, Any] = {"title_rule": title, "event_status": self.status, "alert_key": alert_key}
         if self.description:
-            description = self.description
+            description = printable(self.description, multiline=True)
             if len(description) > DESCRIPTION_MAX:
                 notes.append(f"description truncated from {len(description)} to {DESCRIPTION_MAX} characters")
                 description = truncate(description, DESCRIPTION_MAX)
@@ -119,44 +131,95 @@ def clean_labels(labels: Mapping[str, Any], notes: list[str] | None = None) -> d
         if len(result) >= LABELS_MAX:
             dropped.append(key)
             continue
-        value = "" if raw_value is None else str(raw_value)
+        value = "" if raw_value is None else printable(str(raw_value))
         result[key] = truncate(value, LABEL_VALUE_MAX)
     if dropped and notes is not None:
         notes.append(f"{len(dropped)} labels over the limit of {LABELS_MAX} dropped: {', '.join(dropped[:5])}")
     return result
 
 
-class _KeepMissing(dict[str, Any]):
-    """Format mapping that leaves unknown ``{name}`` references visible instead of raising at runtime."""
-
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
-
-
 _FORMATTER = string.Formatter()
+_FIELD_PATH = re.compile(r"(?!__)[A-Za-z_][A-Za-z0-9_]*(?:\.(?!__)[A-Za-z0-9_-]+)*\Z")  # no dunders
+FIELD_MAX = 4096
+"""Characters one ``{field}`` contributes at most (a 64 KiB line must not make every title 64 KiB)."""
+RENDER_MAX = 16384
+"""Characters a rendered template has at most (the protocol's limits cut further)."""
+_MISSING = object()
+
+
+@functools.lru_cache(maxsize=2048)
+def _parts(template: str) -> tuple[tuple[str, str | None], ...]:
+    """A template as (literal text, field path or None) pairs; ValueError says what is not allowed."""
+    parts: list[tuple[str, str | None]] = []
+    try:
+        parsed = list(_FORMATTER.parse(template))
+    except ValueError as exc:
+        raise ValueError(f"invalid template {template!r}: {exc} (write a literal brace as {{{{ or }}}})") from None
+    for literal, name, spec, conversion in parsed:
+        if name is None:
+            parts.append((literal, None))
+            continue
+        if not _FIELD_PATH.match(name):
+            raise ValueError(f"template field {{{name}}} in {template!r}: only field names and dotted field paths "
+                             f"(e.g. {{host}}, {{req.path}}, {{tags.0}}) are allowed")
+        if conversion or spec:
+            raise ValueError(f"template field {{{name}...}} in {template!r}: conversions (!r) and format specs "
+                             f"(:...) are not supported; write {{{name}}}")
+        parts.append((literal, name))
+    return tuple(parts)
 
 
 def template_fields(template: str) -> set[str]:
-    """Names a ``{name}`` template refers to (used to validate templates when the config loads)."""
-    names: set[str] = set()
-    for _literal, name, _spec, _conv in _FORMATTER.parse(template):
-        if name is not None and name != "":
-            names.add(name.split(".")[0].split("[")[0])
-    return names
+    """Names a ``{name}`` template refers to (the first part of a dotted path): validated when the config
+    loads."""
+    return {name.split(".")[0] for _literal, name in _parts(template) if name is not None}
 
 
 def validate_template(template: str) -> str:
-    """Reject templates Python's formatter cannot parse (unbalanced braces), at config load time."""
-    try:
-        list(_FORMATTER.parse(template))
-    except ValueError as exc:
-        raise ValueError(f"invalid template {template!r}: {exc} (write a literal brace as {{{{ or }}}})") from None
+    """Reject what the renderer would not render (unbalanced braces, attribute access, format specs)."""
+    _parts(template)
     return template
+
+
+def lookup(values: Mapping[str, Any], path: str) -> Any:
+    """A field by name, or by a dotted path into nested mappings and lists (``req.path``, ``tags.0``). Only
+    keys and indexes are followed, never attributes: a template cannot reach into Python objects."""
+    value = values.get(path, _MISSING)
+    if value is not _MISSING or "." not in path:
+        return value
+    value = values
+    for part in path.split("."):
+        if isinstance(value, Mapping):
+            value = value.get(part, _MISSING)
+        elif isinstance(value, list | tuple) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return _MISSING
+        if value is _MISSING:
+            return value
+    return value
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value[:FIELD_MAX]
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float) or value is None:
+        return "" if value is None else str(value)
+    return json_text(value)[:FIELD_MAX]
 
 
 def render(template: str, values: Mapping[str, Any]) -> str:
     """Fill ``{name}`` references; unknown names stay as written so a typo is visible, not fatal."""
     try:
-        return template.format_map(_KeepMissing(values))
-    except (ValueError, IndexError, AttributeError, KeyError):
-        return template
+        parts = _parts(template)
+    except ValueError:
+        return template[:RENDER_MAX]  # refused when the config loaded; never rendered half
+    out: list[str] = []
+    for literal, name in parts:
+        out.append(literal)
+        if name is not None:
+            value = lookup(values, name)
+            out.append("{" + name + "}" if value is _MISSING else _text(value))
+    return "".join(out)[:RENDER_MAX]

@@ -92,6 +92,13 @@ class RuleConfig(BaseModel):
     def _valid_template(cls, value: str | None) -> str | None:
         return None if value is None else validate_template(value)
 
+    @field_validator("labels")
+    @classmethod
+    def _valid_label_templates(cls, value: dict[str, str]) -> dict[str, str]:
+        for template in value.values():
+            validate_template(template)
+        return value
+
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> RuleConfig:
         if (self.match is None) == (self.contains is None):

@@ -69,6 +69,13 @@ def test_shipped_example_config_is_valid() -> None:
          "logs[0].rules[0]: identity field 'nope' is not a named group"),
         ('        title: "DB timeout on {db}"\n', '        title: "DB timeout on {dbb}"\n',
          "title refers to unknown field(s) ['dbb']"),
+        # templates reach field values only: no attribute access, no format specs (a hostile user's finds)
+        ('        title: "DB timeout on {db}"\n', '        title: "{db.__class__.__mro__}"\n',
+         "cfg.yaml:17:16: logs[0].rules[0].title: template field {db.__class__.__mro__}"),
+        ('        title: "DB timeout on {db}"\n', '        title: "{line:>300000000}"\n',
+         "format specs (:...) are not supported"),
+        ('        title: "DB timeout on {db}"\n', '        title: "{line[0]}"\n', "dotted field paths"),
+        ("        labels: {class: db}\n", "        labels: {class: '{db!r}'}\n", "conversions (!r)"),
     ],
 )
 def test_invalid_configs_report_file_line_column_and_key(replace: str, by: str, expected: str) -> None:

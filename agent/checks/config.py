@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from agent.events import validate_template
 from agent.units import Duration, Percent, parse_duration
 
 EffectiveStatus = Literal["Ok", "Warning", "Critical", "Info"]
@@ -363,7 +364,14 @@ class CheckConfig(_Strict):
                 f"label keys {bad} are not valid: use letters, digits and _ (not starting with a digit), "
                 "at most 128 characters (Flashduty label rules)"
             )
+        for template in value.values():
+            validate_template(template)
         return value
+
+    @field_validator("title", "description", "alert_key")
+    @classmethod
+    def _templates(cls, value: str | None) -> str | None:
+        return None if value is None else validate_template(value)
 
     @field_validator("flapping", mode="before")
     @classmethod
