@@ -131,13 +131,70 @@ def format_path(path: KeyPath) -> str:
     return text
 
 
-def _build(node: yaml.Node, path: KeyPath, doc: _Document, loader: _StrictLoader) -> Any:
+MAX_VALUES = 200_000
+"""Values a document may expand to through aliases (a "billion laughs" file is a few lines that expand to
+billions: it took a reload to 10 GB); a real config has a few thousand."""
+MAX_DEPTH = 50
+"""Nesting a document may have (the deepest real config nests about 8 levels)."""
+
+
+class _Budget:
+    """What one parse may still build: values left, and the nodes being built (an alias to one of them is a
+    recursive document)."""
+
+    def __init__(self) -> None:
+        self.values_left = MAX_VALUES
+        self.building: set[int] = set()
+
+
+class _Refused(Exception):
+    def __init__(self, node: yaml.Node, message: str) -> None:
+        super().__init__(message)
+        self.where = _mark(node)
+
+
+def _build(node: yaml.Node, path: KeyPath, doc: _Document, loader: _StrictLoader, budget: _Budget) -> Any:
+    budget.values_left -= 1
+    if budget.values_left < 0:
+        raise _Refused(node, f"the document expands (through YAML aliases) to more than {MAX_VALUES:,} values")
+    if len(path) > MAX_DEPTH:
+        raise _Refused(node, f"nested deeper than {MAX_DEPTH} levels")
+    if id(node) in budget.building:
+        raise _Refused(node, "a YAML alias refers to the node that contains it (a recursive document)")
     doc.value_marks.setdefault(path, _mark(node))
+    budget.building.add(id(node))
+    try:
+        return _build_node(node, path, doc, loader, budget)
+    finally:
+        budget.building.discard(id(node))
+
+
+def _construct(node: yaml.Node, path: KeyPath, doc: _Document, loader: _StrictLoader) -> Any:
+    """A scalar's value; a tag other than YAML's own (``!!python/object``, ``!custom``) is a problem here."""
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        doc.problem(_mark(node), path, f"unsupported YAML: {problem} (only plain YAML values are allowed)")
+        return None
+
+
+_COLLECTION_TAGS = {yaml.MappingNode: "tag:yaml.org,2002:map", yaml.SequenceNode: "tag:yaml.org,2002:seq"}
+
+
+def _build_node(node: yaml.Node, path: KeyPath, doc: _Document, loader: _StrictLoader, budget: _Budget) -> Any:
+    expected = _COLLECTION_TAGS.get(type(node))
+    if expected is not None and node.tag != expected:
+        doc.problem(_mark(node), path, f"unsupported YAML: tag {node.tag!r} (only plain YAML values are allowed)")
+        return None
     if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)  # YAML merge keys (<<) are handy for repeated rule blocks
+        if any(key.tag == "tag:yaml.org,2002:merge" for key, _ in node.value):
+            if any(id(value) in budget.building for _, value in node.value):
+                raise _Refused(node, "a YAML merge key refers to the mapping that contains it")
+            loader.flatten_mapping(node)  # YAML merge keys (<<) are handy for repeated rule blocks
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            key = _construct(key_node, path, doc, loader)
             if not isinstance(key, str | int | float | bool) or key is None:
                 doc.problem(_mark(key_node), path, "mapping keys must be plain scalars")
                 continue
@@ -147,11 +204,11 @@ def _build(node: yaml.Node, path: KeyPath, doc: _Document, loader: _StrictLoader
                 doc.problem(_mark(key_node), child, f"duplicate key (first defined at line {first[0]})")
                 continue
             doc.key_marks[child] = _mark(key_node)
-            result[key] = _build(value_node, child, doc, loader)
+            result[key] = _build(value_node, child, doc, loader, budget)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, i), doc, loader) for i, item in enumerate(node.value)]
-    value = loader.construct_object(node, deep=True)
+        return [_build(item, (*path, i), doc, loader, budget) for i, item in enumerate(node.value)]
+    value = _construct(node, path, doc, loader)
     if isinstance(value, str) and "$" in value:
         try:
             value = expand_env(value)
@@ -166,6 +223,9 @@ def parse_yaml(text: str, file: str) -> tuple[Any, _Document]:
     loader = _StrictLoader(text)
     try:
         root = loader.get_single_node()
+    except RecursionError:
+        line, column = _deepest(text)
+        raise ConfigError([ConfigProblem(file, line, column, "", f"nested deeper than {MAX_DEPTH} levels")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -179,7 +239,29 @@ def parse_yaml(text: str, file: str) -> tuple[Any, _Document]:
         # An empty file is almost always a config tool caught mid-write (or a truncation), never an
         # intent to stop monitoring: refuse it, so a reload keeps the running config.
         raise ConfigError([ConfigProblem(file, 1, 1, "", "the config file is empty")])
-    return _build(root, (), doc, loader), doc
+    try:
+        return _build(root, (), doc, loader, _Budget()), doc
+    except _Refused as exc:
+        raise ConfigError([ConfigProblem(file, exc.where[0], exc.where[1], "", str(exc))]) from None
+    except RecursionError:  # a merge-key cycle the checks above did not see
+        raise ConfigError([ConfigProblem(file, 1, 1, "", "the YAML structure is recursive")]) from None
+
+
+def _deepest(text: str) -> tuple[int, int]:
+    """Where flow nesting (``[[[[...``) first goes past MAX_DEPTH, for the error (the parser gave up there)."""
+    depth = 0
+    line, column = 1, 0
+    for char in text:
+        column += 1
+        if char == "\n":
+            line, column = line + 1, 0
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return line, column
+        elif char in "]}":
+            depth -= 1
+    return 1, 1
 
 
 # --- the root model ---------------------------------------------------------------------------------
@@ -352,4 +434,9 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError([ConfigProblem(file, 0, 0, "", f"cannot read config: {exc.strerror or exc}")]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigProblem(file, 1, 1, "", f"config is not valid UTF-8: {exc.reason}")]) from None
-    return parse_config(text, file)
+    try:
+        return parse_config(text, file)
+    except ConfigError:
+        raise
+    except Exception as exc:  # whatever a file does to the parser, the agent keeps running (and watching)
+        raise ConfigError([ConfigProblem(file, 1, 1, "", f"cannot parse: {type(exc).__name__}: {exc}")]) from exc

@@ -27,6 +27,7 @@ from agent.app.outputs import Outputs
 from agent.app.pipeline import PipelineStats
 from agent.app.reload import ReloadPlan, plan_reload
 from agent.app.sources import SourceSet
+from agent.app.supervise import supervise
 from agent.app.ticker import AlertTicker
 from agent.app.views import AgentViews
 from agent.config import Config, ConfigError, load_config, secret_warnings
@@ -111,7 +112,7 @@ class Agent:
             self._background.append(asyncio.create_task(watchdog_loop(self.notifier, interval), name="watchdog"))
         if self.config_path:
             watch = ConfigWatch(self.config_path, self.inotify, self.reload)
-            self._background.append(asyncio.create_task(watch.run(), name="config-watch"))
+            self._background.append(asyncio.create_task(supervise("config-watch", watch.run), name="config-watch"))
         await self.sources.wait_first_scans()
         self.ready = True
         release_freed_memory()
