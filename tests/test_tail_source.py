@@ -1,6 +1,6 @@
 """The file source end to end (agent/tail/source.py): existing and appended lines, a partial last line across a
-restart, start_at, exclude_paths and files appearing later, empty and short files, and files with identical first
-bytes."""
+restart, start_at, exclude_paths and files appearing later, empty and short files, files with identical first
+bytes, and the shape of its status."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ from tests.tail_helpers import Harness, append, make_lines, tail_config, wait_un
 
 def cfg(tmp_path: Path, **kw: object) -> TailConfig:
     return tail_config(tmp_path, **{"name": "t", "rotate_wait": 0.2, **kw})
+
+
+def lim_cfg(tmp_path: Path, **kw: object) -> TailConfig:  # the defaults test_status_shape had in test_tail_limits.py
+    return tail_config(tmp_path, **{"name": "lim", "rotate_wait": 0.1, **kw})
 
 
 async def test_reads_existing_and_appended_lines(tmp_path: Path) -> None:
@@ -155,3 +159,18 @@ async def test_identical_first_bytes_are_different_streams(tmp_path: Path) -> No
     await h.stop()
     h.lines = [line for line in h.lines if line != header]
     h.assert_exactly(make_lines("X", 0, 25) + make_lines("Y", 0, 25), "identical first bytes, restart")
+
+
+# --- status ---------------------------------------------------------------------------------------------------
+
+
+async def test_status_shape(tmp_path: Path) -> None:
+    append(tmp_path / "a.log", ["x"])
+    h = Harness(lim_cfg(tmp_path))
+    tailer = await h.start()
+    await h.wait_lines(1)
+    st = tailer.status()
+    f = st["files"][0]
+    assert {"path", "key", "offset", "size", "lag_bytes", "open", "last_error"} <= set(f)
+    assert f["lag_bytes"] == 0 and f["open"] is True and st["watch_mode"] in ("inotify", "polling")
+    await h.stop()
