@@ -1,5 +1,10 @@
-"""Helpers for tests/test_operations.py: config texts, endpoint polling, metrics parsing, the CLI as a real
-subprocess and a real systemd notify socket."""
+"""Helpers for the tests that operate a real agent (tests/test_app_*.py, test_cli_status.py, test_secrets.py,
+test_sender_push_url_file.py): config texts, a started agent, endpoint polling, metrics parsing, the CLI as a
+real subprocess or in-process, and a real systemd notify socket.
+
+Tests marked ``xfail(strict=True)`` demonstrate agent bugs (the reason says which); they turn into failures
+(XPASS) once a fix lands, so the marker gets removed with the fix.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
+from agent import cli as dutytail_cli
 from tests.conftest import ROOT, AgentProcess
+from tests.fake_flashduty import FakeFlashduty
 
 T = TypeVar("T")
 
 DB_MATCH = r"timeout on (?P<db>\w+) id=(?P<id>\d+)"
+
+# A valid edit must take effect "within about two seconds"; the slack covers a loaded CI machine.
+RELOAD_DEADLINE = 3.5
 
 
 def config_text(
@@ -105,6 +117,37 @@ def location_of(text: str, needle: str) -> tuple[int, int]:
 def append(path: Path, *lines: str) -> None:
     with path.open("a") as f:
         f.write("".join(line + "\n" for line in lines))
+
+
+# --- a running agent ---------------------------------------------------------------------------------------
+
+
+def logs_dir(tmp_path: Path) -> tuple[Path, Path]:
+    """``tmp_path/logs`` with an empty ``app.log`` in it (what config_text's `app` source tails)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "app.log"
+    app.write_text("")
+    return logs, app
+
+
+async def started(agent_process: Any, config: str, **kw: Any) -> AgentProcess:
+    """An agent process with ``config``, started, ready, and with its config watch armed."""
+    agent: AgentProcess = agent_process(config, **kw)
+    agent.start()
+    await agent.wait_ready()
+    await wait_config_watch_armed(agent)
+    return agent
+
+
+def titles(fake: FakeFlashduty) -> list[str]:
+    """The titles of the events the fake Flashduty received, in order."""
+    return [e["title_rule"] for e in fake.events]
+
+
+async def outbox_empty(agent: AgentProcess) -> bool:
+    """True when the agent's outbox holds no event (per /status)."""
+    return (await status(agent))["outbox"]["depth"] == 0
 
 
 # --- HTTP -----------------------------------------------------------------------------------------------
@@ -244,6 +287,18 @@ async def run_cli(agent: AgentProcess | Path, *args: str, timeout: float = 20.0)
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
     return CliResult(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+
+
+async def cli_in_process(agent: AgentProcess, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                         *args: str) -> tuple[int, str]:
+    """`dutytail ARGS -c config.yaml` in this process (in a thread: the fake must keep answering), as the agent's
+    directory and environment would run it; cheaper than a subprocess where the command is not the subject."""
+    monkeypatch.setenv("DUTYTAIL_TEST_HEALTH_PORT", str(agent.health_port))
+    monkeypatch.chdir(agent.workdir)
+    capsys.readouterr()
+    code = await asyncio.to_thread(dutytail_cli.main, [*args, "-c", "config.yaml"])
+    out, err = capsys.readouterr()
+    return code, out + err
 
 
 # --- systemd notify socket ----------------------------------------------------------------------------------

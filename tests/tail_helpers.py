@@ -36,6 +36,18 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def tail_config(tmp_path: Path, **overrides: object) -> TailConfig:
+    """A FileSource config for ``tmp_path/*.log``, read from the beginning, polled every 0.2 s; ``overrides``
+    replace or add fields (each test file's one-line ``cfg`` adds the ``name`` and ``rotate_wait`` it had)."""
+    base: dict[str, object] = {
+        "paths": [str(tmp_path / "*.log")],
+        "start_at": "beginning",
+        "poll_interval": 0.2,
+    }
+    base.update(overrides)
+    return TailConfig.model_validate(base)
+
+
 def fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 

@@ -1,12 +1,19 @@
-"""The file checkpoint's state: readable version-2 fields, the first wave's version 1 still read, keys."""
+"""The file checkpoint's state: readable version-2 fields, the first wave's version 1 still read, keys; a
+checkpoint the source cannot use is forgotten."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from agent.source import Checkpoint
-from agent.tail import checkpoint
+from agent.tail import TailConfig, checkpoint
 from agent.tail.stream import Stream
+from tests.tail_helpers import Harness, append, make_lines, tail_config, wait_until
+
+
+def cfg(tmp_path: Path, **kw: object) -> TailConfig:
+    return tail_config(tmp_path, **{"name": "t", "rotate_wait": 0.2, **kw})
 
 
 def test_version_2_spells_its_fields_out_and_round_trips() -> None:
@@ -47,3 +54,20 @@ def test_keys_are_unique_within_a_source() -> None:
     a, b = Stream(path="a", dev=1, ino=2, head=b""), Stream(path="b", dev=1, ino=2, head=b"")
     ka, kb = keys.ensure(a), keys.ensure(b)
     assert ka != kb and kb == f"{ka}~2" and keys.ensure(a) == ka
+
+
+# --- a checkpoint the source cannot use -----------------------------------------------------------------------
+
+
+async def test_unusable_checkpoint_is_forgotten(tmp_path: Path) -> None:
+    from agent.source import Checkpoint
+
+    append(tmp_path / "a.log", make_lines("A", 0, 3))
+    h = Harness(cfg(tmp_path))
+    h.first_start = False
+    h.committed = {"junk": Checkpoint("junk", "not json"), "old": Checkpoint("old", '{"v": 99}')}
+    await h.start()
+    await h.wait_lines(3)
+    await wait_until(lambda: "junk" not in h.committed and "old" not in h.committed, what="forgotten")
+    await h.stop()
+    h.assert_exactly(make_lines("A", 0, 3))

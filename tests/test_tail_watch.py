@@ -1,4 +1,6 @@
-"""The watcher backends: one inotify hub per agent shared by its sources, overflows, and the hint hand-over."""
+"""The watcher backends: one inotify hub per agent shared by its sources, overflows, and the hint hand-over;
+for a single source: new files found at once with inotify, the polling fallback (forced, or when inotify fails),
+a watched directory removed and recreated, and periodic rescans as the safety net when inotify events are lost."""
 
 from __future__ import annotations
 
@@ -15,15 +17,19 @@ from agent.source import Batch
 from agent.tail import FileSource, InotifyHub, TailConfig
 from agent.tail.scan import PathFilter
 from agent.tail.watch import HintBox
-from tests.tail_helpers import append, make_lines, wait_until
+from tests.tail_helpers import Harness, append, make_lines, tail_config, wait_until
 
 
-def cfg(directory: Path, name: str, **kw: object) -> TailConfig:
+def hub_cfg(directory: Path, name: str, **kw: object) -> TailConfig:
     # a minute between safety-net rescans: within these tests only inotify (or an overflow rescan) finds lines
     base: dict[str, object] = {"name": name, "paths": [str(directory / "*.log")], "start_at": "beginning",
                                "rescan_interval": 60, "poll_interval": 60}
     base.update(kw)
     return TailConfig.model_validate(base)
+
+
+def cfg(tmp_path: Path, **kw: object) -> TailConfig:  # the single-source tests' defaults (from test_tail.py)
+    return tail_config(tmp_path, **{"name": "t", "rotate_wait": 0.2, **kw})
 
 
 class Running:
@@ -64,7 +70,7 @@ async def test_one_overflow_is_counted_once_and_every_source_rescans(tmp_path: P
     for d in dirs:
         d.mkdir()
         append(d / "x.log", make_lines(d.name.upper(), 0, 2))
-    running = [Running(cfg(d, d.name), hub) for d in dirs]
+    running = [Running(hub_cfg(d, d.name), hub) for d in dirs]
     try:
         for r, d in zip(running, dirs, strict=True):
             await wait_until(lambda r=r: len(r.lines) == 2, what=f"first lines of {d.name}")
@@ -94,8 +100,8 @@ async def test_one_overflow_is_counted_once_and_every_source_rescans(tmp_path: P
 
 async def test_a_directory_two_sources_watch_stays_watched_when_one_stops(tmp_path: Path) -> None:
     hub = InotifyHub()
-    first = Running(cfg(tmp_path, "first"), hub)
-    second = Running(cfg(tmp_path, "second"), hub)
+    first = Running(hub_cfg(tmp_path, "first"), hub)
+    second = Running(hub_cfg(tmp_path, "second"), hub)
     try:
         append(tmp_path / "x.log", make_lines("X", 0, 1))
         await wait_until(lambda: len(first.lines) == 1 and len(second.lines) == 1, what="both read the file")
@@ -137,3 +143,82 @@ def test_hint_box_filters_by_followed_paths_and_wakes_once(tmp_path: Path) -> No
     box.overflowed()
     assert box.take().overflowed
     assert not box.take()
+
+
+# --- watching with a single source ----------------------------------------------------------------------------
+
+
+async def test_new_file_picked_up_quickly_with_inotify(tmp_path: Path) -> None:
+    h = Harness(cfg(tmp_path, rescan_interval=60, poll_interval=30))
+    tailer = await h.start()
+    await wait_until(lambda: tailer.status()["watch_mode"] == "inotify", what="inotify watch")
+    append(tmp_path / "n.log", make_lines("N", 0, 3))
+    await h.wait_lines(3, timeout=2)  # far below the 30 s/60 s timers: the inotify hint did it
+    append(tmp_path / "n.log", make_lines("N", 3, 3))
+    await h.wait_lines(6, timeout=2)
+    await h.stop()
+    h.assert_exactly(make_lines("N", 0, 6))
+
+
+async def test_polling_fallback_delivers(tmp_path: Path) -> None:
+    h = Harness(cfg(tmp_path, poll_interval=0.1), force_polling=True)
+    tailer = await h.start()
+    append(tmp_path / "p.log", make_lines("P", 0, 10))
+    await h.wait_lines(10, timeout=5)
+    append(tmp_path / "p.log", make_lines("P", 10, 10))
+    await h.wait_lines(20, timeout=5)
+    assert tailer.status()["watch_mode"] == "polling"
+    await h.stop()
+    h.assert_exactly(make_lines("P", 0, 20), "inotify disabled: polling fallback")
+
+
+async def test_observer_failure_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from watchdog.observers.inotify import InotifyObserver
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise OSError(28, "inotify watch limit reached")
+
+    monkeypatch.setattr(InotifyObserver, "schedule", boom)
+    h = Harness(cfg(tmp_path, poll_interval=0.1))
+    tailer = await h.start()
+    append(tmp_path / "p.log", make_lines("P", 0, 10))
+    await h.wait_lines(10, timeout=5)
+    status = tailer.status()
+    assert status["watch_mode"] == "polling" and "watch limit" in status["watch_error"]
+    await h.stop()
+    h.assert_exactly(make_lines("P", 0, 10), "inotify watch limit: polling fallback")
+
+
+async def test_watched_directory_removed_and_recreated(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    h = Harness(cfg(tmp_path, paths=[str(d / "*.log")], rescan_interval=60, poll_interval=30))
+    tailer = await h.start()
+    append(d / "a.log", make_lines("A", 0, 3))
+    await h.wait_lines(3, timeout=5)
+    (d / "a.log").unlink()
+    d.rmdir()
+    await wait_until(lambda: not tailer.status()["files"], what="file gone")
+    d.mkdir()
+    append(d / "b.log", make_lines("B", 0, 3))
+    await h.wait_lines(6, timeout=5)  # far below the 60 s rescan: inotify found it
+    await h.stop()
+    h.assert_exactly(make_lines("A", 0, 3) + make_lines("B", 0, 3), "glob directory deleted and recreated")
+
+
+async def test_safety_net_when_inotify_events_are_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """inotify 'works' but every event is lost: periodic rescans alone must still deliver everything."""
+    from agent.tail.watch import HintBox
+
+    monkeypatch.setattr(HintBox, "on_event", lambda self, event: None)
+    append(tmp_path / "a.log", make_lines("A", 0, 5))
+    h = Harness(cfg(tmp_path, rescan_interval=0.1, poll_interval=5))
+    tailer = await h.start()
+    await h.wait_lines(5)
+    assert tailer.status()["watch_mode"] == "inotify"
+    append(tmp_path / "b.log", make_lines("B", 0, 5))  # new file: the directory listing changed
+    await h.wait_lines(10, timeout=5)
+    append(tmp_path / "a.log", make_lines("A", 5, 5))  # a write to a known file: found by a deep rescan
+    await h.wait_lines(15, timeout=5)
+    await h.stop()
+    h.assert_exactly(make_lines("A", 0, 10) + make_lines("B", 0, 5), "all inotify events lost: rescans")
