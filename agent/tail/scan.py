@@ -14,7 +14,6 @@ stat() of thousands of idle files is what makes naive tailers expensive, so a sc
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import stat as statmod
@@ -28,6 +27,79 @@ from agent.tail.stream import FileStat, Stream
 ScanMode = Literal["deep", "light", "cached"]
 Ident = tuple[int, int]
 WatchSpec = tuple[str, bool]  # directory, recursive
+
+
+MAX_GLOB_DIRECTORIES = 100_000
+"""Directories one glob may walk (a bound against a file system that is a maze, not only a loop)."""
+
+
+def expand_glob(pattern: str) -> list[str]:
+    """``glob.glob(pattern, recursive=True)`` that walks each directory once: a symlink loop under ``**``
+    (``a/link -> ..``) kept a core at 100% forever. Directories are known by (device, inode), symlinked
+    ones followed as glob does; names starting with a dot match only a component that starts with one."""
+    parts = pattern.split("/")
+    found: set[str] = set()
+    seen: set[tuple[int, int]] = set()
+    start = "/" if pattern.startswith("/") else "."
+    _expand(start, parts[1:] if pattern.startswith("/") else parts, found, seen)
+    return sorted(found)
+
+
+def _expand(directory: str, parts: list[str], found: set[str], seen: set[tuple[int, int]]) -> None:
+    head, rest = parts[0], parts[1:]
+    if head == "**":
+        try:
+            st = os.stat(directory)
+        except OSError:
+            return
+        if (st.st_dev, st.st_ino) in seen or len(seen) >= MAX_GLOB_DIRECTORIES:
+            return  # walked already (a loop, or two links to one directory)
+        seen.add((st.st_dev, st.st_ino))
+        if rest:
+            _expand(directory, rest, found, seen)  # "**" matching no directory at all
+        for name, is_dir in _listing(directory, hidden=False):
+            if not rest:
+                found.add(_join(directory, name))  # a trailing "**" matches everything below
+            if is_dir:
+                _expand(_join(directory, name), parts, found, seen)
+        return
+    if not has_magic(head):
+        path = _join(directory, head)
+        if not rest:
+            if os.path.lexists(path):
+                found.add(path)
+        elif os.path.isdir(path):
+            _expand(path, rest, found, seen)
+        return
+    rx = glob_to_regex(head)
+    for name, is_dir in _listing(directory, hidden=head.startswith(".")):
+        if not rx.match(name):
+            continue
+        if not rest:
+            found.add(_join(directory, name))
+        elif is_dir:
+            _expand(_join(directory, name), rest, found, seen)
+
+
+def _listing(directory: str, *, hidden: bool) -> list[tuple[str, bool]]:
+    try:
+        with os.scandir(directory) as it:
+            return [(e.name, _is_dir(e)) for e in it if hidden or not e.name.startswith(".")]
+    except OSError:
+        return []
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()  # follows a symlink, as glob does
+    except OSError:
+        return False
+
+
+def _join(directory: str, name: str) -> str:
+    if directory == ".":
+        return name
+    return f"{directory}/{name}" if directory != "/" else f"/{name}"
 
 
 class PathFilter:
@@ -108,7 +180,7 @@ class Scanner:
         recheck: list[str] = []
         candidates: Iterable[tuple[str, os.DirEntry[str] | None]]
         if has_magic(directory) or "**" in name_pattern:
-            candidates = ((p, None) for p in sorted(glob.glob(pattern, recursive=True)))
+            candidates = ((p, None) for p in expand_glob(pattern))
         else:
             try:
                 dst = os.stat(directory)
