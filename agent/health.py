@@ -62,6 +62,10 @@ class HealthConfig(BaseModel):
 
 
 Reply = tuple[int, bytes, str]  # status, body, content type
+MAX_CONNECTIONS = 64
+"""Health connections served at once; more are closed at once (each would hold a descriptor)."""
+REQUEST_TIMEOUT = 5.0
+"""Seconds a client has to send its request; an idle connection is closed after that."""
 
 _TEXT = "text/plain; charset=utf-8"
 
@@ -86,6 +90,8 @@ class HealthServer:
         self._summary, self._ready, self._status, self._metrics = summary, ready, status, metrics
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task[None]] = set()
+        self.refused = 0
+        """Connections closed unserved because MAX_CONNECTIONS were open."""
         self.port: int | None = None
 
     async def start(self) -> None:
@@ -122,6 +128,12 @@ class HealthServer:
         return 200, self._metrics(), _TEXT
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._clients) >= MAX_CONNECTIONS:
+            # Every connection holds a descriptor; slow or idle clients must never take the ones the file
+            # sources need (400 of them once made the tailer lose its files). Refuse at once.
+            self.refused += 1
+            writer.transport.abort()
+            return
         task = asyncio.current_task()
         if task is not None:
             self._clients.add(task)
@@ -129,7 +141,7 @@ class HealthServer:
         try:
             reply: Reply = 400, b"400: Bad Request", _TEXT
             try:
-                async with asyncio.timeout(10):
+                async with asyncio.timeout(REQUEST_TIMEOUT):
                     request = await self._read_request(conn, reader)
                 if request is None:
                     return  # the client left without asking anything

@@ -60,3 +60,33 @@ async def test_token_is_required_on_every_endpoint_when_set() -> None:
         assert (await exchange(health.port, right))[0] == 200
     finally:
         await health.stop()
+
+
+async def test_idle_connections_are_capped_so_they_never_take_the_agents_descriptors() -> None:
+    from agent.health import MAX_CONNECTIONS
+
+    health = server()
+    await health.start()
+    assert health.port
+    idle: list[asyncio.StreamWriter] = []
+    try:
+        for _ in range(MAX_CONNECTIONS + 40):  # clients that connect and never send a request
+            _reader, writer = await asyncio.open_connection("127.0.0.1", health.port)
+            idle.append(writer)
+        deadline = asyncio.get_running_loop().time() + 5
+        while health.refused < 40 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        assert health.refused >= 40, f"refused {health.refused}: every idle client kept a descriptor"
+        assert len(health._clients) <= MAX_CONNECTIONS  # type: ignore[attr-defined]
+        for writer in idle:
+            writer.close()
+        idle.clear()
+        deadline = asyncio.get_running_loop().time() + 5
+        while health._clients and asyncio.get_running_loop().time() < deadline:  # type: ignore[attr-defined]
+            await asyncio.sleep(0.02)
+        status, _, body = await exchange(health.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 200 and json.loads(body) == {"ok": True}
+    finally:
+        for writer in idle:
+            writer.close()
+        await health.stop()

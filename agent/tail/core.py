@@ -213,8 +213,8 @@ class TailCore:
         """Check one stream for truncation/deletion, read one chunk, flush timeouts, finish if drained."""
         if f.fd is None:
             reopened = self.opener.reopen(f, now)
-            if reopened == "lost":
-                self.rotation.relocate(f, now)
+            if reopened == "lost" and not self.rotation.relocate(f, now):
+                self.table.attention[f] = None  # could not search (out of descriptors): next cycle
             if reopened != "open":
                 return 0
         assert f.fd is not None

@@ -79,8 +79,13 @@ class Discovery:
         self._forget = []
         index: dict[str, Stream] = {}
         new = self._find_followed(result, index, now)
-        self._end_unmatched(result, now)
-        self._resolve_restored(now)
+        if not result.incomplete:
+            # a directory that could not be listed (out of descriptors) says nothing about its files: ending
+            # their streams would forget their positions and read them again from 0 later
+            self._end_unmatched(result, now)
+            self._resolve_restored(now)
+        else:
+            index.update({p: f for p, f in self.table.by_path.items() if p not in index})
         self._open_new(new, index, now, at_end=initial and self._first_start and self.config.start_at == "end")
         self.table.by_path = index
         if initial:
@@ -115,7 +120,8 @@ class Discovery:
             if f.ident in matched or f.draining:
                 continue
             if f.fd is None:
-                self.rotation.relocate(f, now)
+                if not self.rotation.relocate(f, now):
+                    self.table.attention[f] = None  # retried next cycle
             else:
                 self.rotation.start_draining(f, "rotated or deleted")
 
@@ -123,10 +129,8 @@ class Discovery:
         """Restored checkpoints not found under any glob: rotated while we were stopped."""
         still: list[Stream] = []
         for f in self.unresolved:
-            if f.path in self.problems:
-                still.append(f)  # e.g. permission denied: keep the checkpoint, retry later
-                continue
-            self.rotation.relocate(f, now)
+            if f.path in self.problems or not self.rotation.relocate(f, now):
+                still.append(f)  # e.g. permission denied, out of descriptors: keep the checkpoint, retry later
         self.unresolved = still
 
     def _open_new(self, new: list[tuple[str, FileStat | None]], index: dict[str, Stream], now: float, *,

@@ -8,6 +8,7 @@ is searched for in its directory: by inode (renamed) or by content (a copy).
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Container
 
@@ -16,6 +17,18 @@ from agent.tail.stream import Stream
 
 COPY_CANDIDATES = 64
 """At most this many files of a directory are opened when looking for a rotated copy (cost bound)."""
+OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
+
+
+class SearchFailed(OSError):
+    """A search could not be made (no descriptor to list or open with): not the same as "not found". A stream
+    is never given up on that, or its position would be forgotten and its file read again from 0."""
+
+
+def out_of_resources(exc: OSError) -> bool:
+    return exc.errno in OUT_OF_RESOURCES
+
+
 COMPRESSED_MAGIC = (b"\x1f\x8b", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd", b"BZh")
 """gzip, xz, zstd, bzip2: a rotated file that starts so was compressed by the rotation."""
 OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -128,7 +141,9 @@ def find_in_dirs(f: Stream, *, same_inode: bool, followed: Container[tuple[int, 
     for d in search_dirs(f):
         try:
             entries = list(os.scandir(d))
-        except OSError:
+        except OSError as exc:
+            if out_of_resources(exc):
+                raise SearchFailed(exc.errno, f"cannot list {d}: {exc.strerror}") from exc
             continue
         for entry in entries:
             try:
@@ -149,7 +164,9 @@ def find_in_dirs(f: Stream, *, same_inode: bool, followed: Container[tuple[int, 
     for _rank, _mtime, path in candidates[:COPY_CANDIDATES]:
         try:  # an unrelated unreadable file here is not this source's problem
             fd = os.open(path, OPEN_FLAGS)
-        except OSError:
+        except OSError as exc:
+            if out_of_resources(exc):
+                raise SearchFailed(exc.errno, f"cannot open {path}: {exc.strerror}") from exc
             continue
         try:
             st = os.fstat(fd)

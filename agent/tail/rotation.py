@@ -16,7 +16,7 @@ import structlog
 from agent.fileid import pread_exact
 from agent.tail.config import TailConfig
 from agent.tail.emit import Emitter
-from agent.tail.identity import OPEN_FLAGS, find_in_dirs, later_generations
+from agent.tail.identity import OPEN_FLAGS, SearchFailed, find_in_dirs, later_generations
 from agent.tail.multiline import take_record
 from agent.tail.opening import StreamOpener
 from agent.tail.reader import LineReader
@@ -55,27 +55,36 @@ class Rotation:
         self.stats.rotations += 1
         log.info("tail.draining", source=self.config.name, path=f.path, reason=reason, offset=f.consumed)
 
-    def relocate(self, f: Stream, now: float) -> None:
-        """A stream whose descriptor is closed lost its path: find it renamed, or its copy, or give it up."""
+    def relocate(self, f: Stream, now: float) -> bool:
+        """A stream whose descriptor is closed lost its path: find it renamed, or its copy, or give it up.
+        False when the search could not be made (out of descriptors): the stream stays, as it was."""
         followed = self.table.by_id
-        found = find_in_dirs(f, same_inode=True, followed=followed)
-        how = "renamed"
-        if found is None:
-            found = find_in_dirs(f, same_inode=False, followed=followed)
-            how = "copy"
+        try:
+            found = find_in_dirs(f, same_inode=True, followed=followed)
+            how = "renamed"
+            if found is None:
+                found = find_in_dirs(f, same_inode=False, followed=followed)
+                how = "copy"
+        except SearchFailed as exc:
+            if f.last_error != str(exc):
+                log.warning("tail.search_postponed", source=self.config.name, path=f.path, error=str(exc))
+            f.last_error = str(exc)
+            return False
         if found is None:
             self.lose(f, "rotated file not found (compressed or deleted?)")
-            return
+            return True
         path, fd, st = found
         original = Stream(path=f.path, dev=f.dev, ino=f.ino, real=f.real)
         self.table.unindex(f)
         self.opener.attach(f, fd, st, path, now)
         log.info("tail.rotated_file_found", source=self.config.name, path=path, how=how, offset=f.consumed)
+        f.last_error = None
         self.start_draining(f, f"found {how} after rotation")
         if how == "copy" and self._truncated_in_place(original):
             # copytruncate while the stream was not looked at: later rotations may hold unread generations
             self.follow_later_generations(original, path, st.st_mtime_ns, f.head, now)
             self.table.close_fd(original)
+        return True
 
     def _truncated_in_place(self, original: Stream) -> bool:
         """Is the stream's own file still at its name (its content now another generation)? Opens it."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from agent.fileid import glob_to_regex, has_magic, nearest_existing_dir, watch_base
+from agent.tail.identity import out_of_resources
 from agent.tail.stream import FileStat, Stream
 
 ScanMode = Literal["deep", "light", "cached"]
@@ -33,19 +34,22 @@ MAX_GLOB_DIRECTORIES = 100_000
 """Directories one glob may walk (a bound against a file system that is a maze, not only a loop)."""
 
 
-def expand_glob(pattern: str) -> list[str]:
+def expand_glob(pattern: str, unlisted: list[str] | None = None) -> list[str]:
     """``glob.glob(pattern, recursive=True)`` that walks each directory once: a symlink loop under ``**``
     (``a/link -> ..``) kept a core at 100% forever. Directories are known by (device, inode), symlinked
-    ones followed as glob does; names starting with a dot match only a component that starts with one."""
+    ones followed as glob does; names starting with a dot match only a component that starts with one.
+    Directories that could not be listed for want of descriptors are added to ``unlisted``."""
     parts = pattern.split("/")
     found: set[str] = set()
     seen: set[tuple[int, int]] = set()
     start = "/" if pattern.startswith("/") else "."
-    _expand(start, parts[1:] if pattern.startswith("/") else parts, found, seen)
+    _expand(start, parts[1:] if pattern.startswith("/") else parts, found, seen,
+            unlisted if unlisted is not None else [])
     return sorted(found)
 
 
-def _expand(directory: str, parts: list[str], found: set[str], seen: set[tuple[int, int]]) -> None:
+def _expand(directory: str, parts: list[str], found: set[str], seen: set[tuple[int, int]],
+            unlisted: list[str]) -> None:
     head, rest = parts[0], parts[1:]
     if head == "**":
         try:
@@ -56,12 +60,12 @@ def _expand(directory: str, parts: list[str], found: set[str], seen: set[tuple[i
             return  # walked already (a loop, or two links to one directory)
         seen.add((st.st_dev, st.st_ino))
         if rest:
-            _expand(directory, rest, found, seen)  # "**" matching no directory at all
-        for name, is_dir in _listing(directory, hidden=False):
+            _expand(directory, rest, found, seen, unlisted)  # "**" matching no directory at all
+        for name, is_dir in _listing(directory, unlisted, hidden=False):
             if not rest:
                 found.add(_join(directory, name))  # a trailing "**" matches everything below
             if is_dir:
-                _expand(_join(directory, name), parts, found, seen)
+                _expand(_join(directory, name), parts, found, seen, unlisted)
         return
     if not has_magic(head):
         path = _join(directory, head)
@@ -69,23 +73,25 @@ def _expand(directory: str, parts: list[str], found: set[str], seen: set[tuple[i
             if os.path.lexists(path):
                 found.add(path)
         elif os.path.isdir(path):
-            _expand(path, rest, found, seen)
+            _expand(path, rest, found, seen, unlisted)
         return
     rx = glob_to_regex(head)
-    for name, is_dir in _listing(directory, hidden=head.startswith(".")):
+    for name, is_dir in _listing(directory, unlisted, hidden=head.startswith(".")):
         if not rx.match(name):
             continue
         if not rest:
             found.add(_join(directory, name))
         elif is_dir:
-            _expand(_join(directory, name), rest, found, seen)
+            _expand(_join(directory, name), rest, found, seen, unlisted)
 
 
-def _listing(directory: str, *, hidden: bool) -> list[tuple[str, bool]]:
+def _listing(directory: str, unlisted: list[str], *, hidden: bool) -> list[tuple[str, bool]]:
     try:
         with os.scandir(directory) as it:
             return [(e.name, _is_dir(e)) for e in it if hidden or not e.name.startswith(".")]
-    except OSError:
+    except OSError as exc:
+        if out_of_resources(exc):
+            unlisted.append(directory)
         return []
 
 
@@ -150,6 +156,12 @@ class ScanResult:
     """Files matching the globs, by identity. The stat is None for a file known unchanged in identity."""
     problems: dict[str, str] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
+    unlisted: list[str] = field(default_factory=list)
+    """Directories that could not be listed for want of descriptors: what is in them is unknown."""
+
+    @property
+    def incomplete(self) -> bool:
+        return bool(self.unlisted)
 
 
 Listing = tuple[tuple[int, int], list[tuple[str, Ident]], list[str]]  # (dir ino, mtime), regular, recheck
@@ -180,7 +192,11 @@ class Scanner:
         recheck: list[str] = []
         candidates: Iterable[tuple[str, os.DirEntry[str] | None]]
         if has_magic(directory) or "**" in name_pattern:
-            candidates = ((p, None) for p in expand_glob(pattern))
+            before = len(result.unlisted)
+            expanded = expand_glob(pattern, result.unlisted)
+            for d in result.unlisted[before:]:
+                problems[d] = "cannot list the directory: out of descriptors (retried)"
+            candidates = [(p, None) for p in expanded]
         else:
             try:
                 dst = os.stat(directory)
@@ -195,8 +211,8 @@ class Scanner:
                 regular = list(cached[1])
                 candidates = [(p, None) for p in cached[2]]
             else:
-                candidates = self._list_dir(directory, name_pattern)
-                listing = listing if has_magic(name_pattern) else None
+                candidates = self._list_dir(directory, name_pattern, result)
+                listing = listing if has_magic(name_pattern) and not result.unlisted else None
         dir_dev = -1
         for path, entry in candidates:
             if self.paths.excluded(path):
@@ -235,7 +251,8 @@ class Scanner:
         else:
             self._dir_cache.pop(pattern, None)
 
-    def _list_dir(self, directory: str, name_pattern: str) -> list[tuple[str, os.DirEntry[str] | None]]:
+    def _list_dir(self, directory: str, name_pattern: str, result: ScanResult
+                  ) -> list[tuple[str, os.DirEntry[str] | None]]:
         """glob.glob for a pattern with wildcards in the last component only, keeping the dir entries."""
         if not has_magic(name_pattern):
             path = os.path.join(directory, name_pattern)
@@ -251,7 +268,10 @@ class Scanner:
                     for e in it
                     if (hidden_ok or not e.name.startswith(".")) and rx.match(e.name)
                 ]
-        except OSError:
+        except OSError as exc:
+            if out_of_resources(exc):
+                result.unlisted.append(directory)
+                result.problems[directory] = f"cannot list the directory: {exc.strerror} (retried)"
             return []
         entries.sort(key=lambda pe: pe[0])
         return entries
