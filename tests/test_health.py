@@ -6,6 +6,7 @@ import asyncio
 import json
 
 from agent.health import HealthConfig, HealthServer
+from tests.conftest import wait_until
 
 
 async def exchange(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -73,17 +74,12 @@ async def test_idle_connections_are_capped_so_they_never_take_the_agents_descrip
         for _ in range(MAX_CONNECTIONS + 40):  # clients that connect and never send a request
             _reader, writer = await asyncio.open_connection("127.0.0.1", health.port)
             idle.append(writer)
-        deadline = asyncio.get_running_loop().time() + 5
-        while health.refused < 40 and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.02)
-        assert health.refused >= 40, f"refused {health.refused}: every idle client kept a descriptor"
+        await wait_until(lambda: health.refused >= 40, 5, "idle clients beyond the cap refused")
         assert len(health._clients) <= MAX_CONNECTIONS  # type: ignore[attr-defined]
         for writer in idle:
             writer.close()
         idle.clear()
-        deadline = asyncio.get_running_loop().time() + 5
-        while health._clients and asyncio.get_running_loop().time() < deadline:  # type: ignore[attr-defined]
-            await asyncio.sleep(0.02)
+        await wait_until(lambda: not health._clients, 5, "closed clients gone")  # type: ignore[attr-defined]
         status, _, body = await exchange(health.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert status == 200 and json.loads(body) == {"ok": True}
     finally:
