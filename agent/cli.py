@@ -75,7 +75,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         install_signal_handlers(agent, stop)
         await agent.run(stop)
 
-    run_async(main())
+    from agent.outbox import StateDirBusy, StoreUnavailable
+
+    try:
+        run_async(main())
+    except (StateDirBusy, StoreUnavailable) as exc:
+        print(f"dutytail: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
 
 

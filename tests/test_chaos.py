@@ -19,7 +19,6 @@ import os
 import random
 import re
 import sqlite3
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -35,11 +34,13 @@ from tests.chaos_helpers import (
     LogWriter,
     chaos_config,
     chaos_ids,
+    fill,
     flap_delivered,
     flap_events,
     flap_order_problems,
     max_in_window,
     run_cli,
+    small_tmpfs,
     status,
     stop_agent,
     table,
@@ -372,31 +373,6 @@ async def test_kill9_while_deletes_lag_resends_at_most_the_events_in_flight(tmp_
 # --------------------------------------------------------------------------------------------------
 # 6. disk full under state_dir
 # --------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def small_tmpfs(path: Path, size: str = "2m") -> Iterator[Path]:
-    path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs for the disk-full scenario (needs root/CAP_SYS_ADMIN): "
-                    f"{mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def fill(directory: Path) -> Path:
-    """Fill the filesystem of ``directory`` to the last byte with one file."""
-    filler = directory / "filler"
-    with filler.open("wb", buffering=0) as f:
-        for chunk in (1 << 16, 4096, 512, 1):
-            with contextlib.suppress(OSError):
-                while True:
-                    f.write(b"\0" * chunk)
-    return filler
 
 
 async def test_disk_full_pauses_reports_and_recovers(tmp_path: Path, fake: FakeFlashduty, agent_process: Any) -> None:

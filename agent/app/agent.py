@@ -91,7 +91,7 @@ class Agent:
         LIVE_REDACTORS.register(self.redactor)
         self._warn_secret_files(self.config)
         await asyncio.to_thread(Path(self.config.state_dir).mkdir, parents=True, exist_ok=True)
-        await self.outbox.open()
+        await self.outbox.open(exclusive=True)
         self.engine.restore(await self.outbox.alert_states())
         await self.outbox.writer.commit(self.engine.commit(self.engine.resolve_removed(self._alive_rules(),
                                                                                       time.time())))

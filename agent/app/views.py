@@ -18,6 +18,9 @@ from agent.config import Config
 from agent.outbox import Outbox
 from agent.tail import InotifyHub
 
+STORE_RECREATED_NOTICE = 300.0
+"""Seconds /readyz says the store was recreated after its state directory was deleted."""
+
 
 class ViewedAgent(Protocol):
     """What the views read of the agent (``agent.app.agent.Agent``), and nothing else."""
@@ -70,8 +73,11 @@ class AgentViews:
             elif not runtime.source.first_scan_done:
                 reasons.append(f"source {name}: first scan of its files not finished")
         reasons += [f"sender {name} is not running" for name in a.outputs.not_running()]
-        if a.outbox.stats.disk_full:
+        stats = a.outbox.stats
+        if stats.disk_full:
             reasons.append("outbox cannot write: disk full")
+        if stats.store_recreated and time.time() - stats.store_recreated_at < STORE_RECREATED_NOTICE:
+            reasons.append(f"{stats.store_recreated} (nothing queued was lost; who deleted state_dir?)")
         return (not reasons, reasons)
 
     def status(self) -> dict[str, Any]:
@@ -99,6 +105,7 @@ class AgentViews:
                 "disk_full": stats.disk_full,
                 "last_error": stats.last_error,
                 "store_reset": stats.store_reset,
+                "store_recreated": stats.store_recreated or None,
             },
             "outputs": {name: sender.status() for name, sender in a.outputs.senders.items()},
         }

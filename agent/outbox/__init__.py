@@ -15,10 +15,15 @@ the last commits but never corrupts. ``fsync: always`` (``synchronous=FULL``) su
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
+
+import structlog
 
 from agent.outbox.config import OutboxConfig
 from agent.outbox.dead_letters import DeadLetters
+from agent.outbox.lock import StateDirBusy, StateLock
 from agent.outbox.model import (
     Change,
     Commit,
@@ -30,8 +35,10 @@ from agent.outbox.model import (
     encode_body,
 )
 from agent.outbox.queue import DeliveryQueue
-from agent.outbox.store import Store
+from agent.outbox.store import Store, StoreUnavailable
 from agent.outbox.writer import MAX_QUEUED_CHANGES, MAX_QUEUED_EVENTS, Writer
+
+log = structlog.get_logger(__name__)
 
 __all__ = [
     "MAX_QUEUED_CHANGES",
@@ -47,6 +54,8 @@ __all__ = [
     "PendingEvent",
     "QueuedEvent",
     "Reassert",
+    "StateDirBusy",
+    "StoreUnavailable",
     "Writer",
     "encode_body",
 ]
@@ -64,15 +73,34 @@ class Outbox:
         self.writer = Writer(self._store)
         self.queue = DeliveryQueue(self._store)
         self.dead_letters = DeadLetters(self._store)
+        self._lock: StateLock | None = None
 
-    async def open(self) -> None:
+    async def open(self, *, exclusive: bool = False) -> None:
+        """``exclusive``: this process is the agent of the state directory (another one is refused); the
+        command line's tools open the store beside a running agent without it."""
+        if exclusive:
+            self._lock = StateLock(self.path.parent)
+            await asyncio.to_thread(self._lock.acquire)
         await self._store.open()
         self.writer.start()
+
+    async def verify(self) -> None:
+        """Notice a deleted state directory (or a replaced store file) and recreate the store from the open one,
+        so nothing queued is lost: said in the log, in /status and, for a while, in /readyz."""
+        happened = await self._store.call(self._store.verify_sync)
+        if not happened:
+            return
+        if self._lock is not None:
+            await asyncio.to_thread(self._lock.acquire)
+        self.stats.store_recreated, self.stats.store_recreated_at = happened, time.time()
+        log.error("outbox_store_recreated", detail=happened, queued=self.stats.depth)
 
     async def close(self) -> None:
         """Commit what the writer holds (what the store cannot take is given up), then close the file."""
         await self.writer.close()
         await self._store.close()
+        if self._lock is not None:
+            self._lock.release()
 
     async def checkpoints(self, source: str) -> dict[str, str]:
         """The positions a source resumes from (read once at its start)."""

@@ -86,6 +86,8 @@ class OutboxStats:
     disk_full: bool = False
     last_error: str = ""
     store_reset: str = ""  # path the corrupt store was moved to, if that happened
+    store_recreated: str = ""  # what happened when the store file was deleted while in use
+    store_recreated_at: float = 0.0
 
 
 class OutboxFull(Exception):

@@ -28,6 +28,14 @@ from agent.outbox.model import Change, OutboxStats, Reassert, encode_body
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
+
+class StoreUnavailable(RuntimeError):
+    """The store exists but cannot be used now (permissions, a full disk): kept as it is, never moved aside
+    (that would re-read every file, or drop what was queued); the message says what to fix."""
+
+
+_CORRUPT = ("file is not a database", "malformed", "integrity check failed", "not a database")
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -81,6 +89,7 @@ class Store:
         self.oldest_created: float | None = None  # of the queued events; None when the queue is empty
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self._db: sqlite3.Connection | None = None
+        self._inode = 0  # of the file the connection opened: deleted or replaced when the path shows another
         self._added: list[Callable[[], None]] = []
         self._removed: list[Callable[[], None]] = []
         self._freed: list[Callable[[], None]] = []
@@ -178,10 +187,15 @@ class Store:
         return db
 
     def _open_sync(self) -> None:
+        self._check_access()
         try:
             self._db = self._connect()
         except sqlite3.DatabaseError as exc:
-            # Never crash-loop on our own state: keep the bad file for forensics and start fresh, loudly.
+            if not any(sign in str(exc) for sign in _CORRUPT):
+                # disk full, read-only file system, I/O error: the store is fine, this host is not
+                raise StoreUnavailable(f"cannot open the outbox {self.path}: {exc}; the store is kept as it is "
+                                       f"(free space or fix the file system, then start again)") from exc
+            # Only real corruption is moved aside: keep the bad file for forensics and start fresh, loudly.
             aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
             for suffix in ("", "-wal", "-shm"):
                 src = Path(str(self.path) + suffix)
@@ -190,7 +204,45 @@ class Store:
             log.error("outbox_store_corrupt_moved_aside", path=str(self.path), moved_to=str(aside), error=str(exc))
             self.stats.store_reset = str(aside)
             self._db = self._connect()
+        self._inode = os.stat(self.path).st_ino
         self.refresh_stats_sync()
+
+    def _check_access(self) -> None:
+        """Permissions are an operator's to fix, not a reason to start from nothing (that re-read every file,
+        or with ``start_at: end`` silently dropped what was queued)."""
+        for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+                raise StoreUnavailable(f"{path} is not readable and writable by this user (uid {os.getuid()}); "
+                                       f"fix its owner or mode (the store is kept as it is)")
+        directory = self.path.parent
+        if directory.exists() and not os.access(directory, os.R_OK | os.W_OK | os.X_OK):
+            raise StoreUnavailable(f"state_dir {directory} is not writable by this user (uid {os.getuid()}); "
+                                   f"fix its owner or mode")
+
+    def verify_sync(self) -> str:
+        """Is the open store still the file at its path? If the state directory was deleted (or the file
+        replaced) the connection still holds every queued event in the unlinked file: copy it to a new
+        file at the path and continue there. Returns what happened, "" when nothing did."""
+        try:
+            if os.stat(self.path).st_ino == self._inode:
+                return ""
+        except FileNotFoundError:
+            pass
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            self.db.backup(fresh)
+        except sqlite3.Error:
+            fresh.close()
+            raise
+        fresh.close()
+        old, self._db = self._db, None
+        if old is not None:
+            old.close()
+        self._db = self._connect()
+        self._inode = os.stat(self.path).st_ino
+        self.refresh_stats_sync()
+        return f"the outbox file {self.path} was deleted or replaced while in use; recreated from the open store"
 
     def _close_sync(self) -> None:
         if self._db is not None:
