@@ -296,9 +296,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
-            data = json.loads(response.read())
+            data = json.loads(response.read(4 * 1024 * 1024))
     except (urllib.error.URLError, OSError, ValueError) as exc:
         print(f"cannot reach the agent at {url}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if not isinstance(data, dict) or not isinstance(data.get("version"), str) or not isinstance(
+            data.get("outbox"), dict):
+        print(f"{url}/status answered, but not with a dutytail status document: is a dutytail agent listening "
+              f"there?", file=sys.stderr)
         return EXIT_FAILURE
     if args.json:
         print(json.dumps(data, indent=2))

@@ -58,6 +58,9 @@ class HealthConfig(BaseModel):
         host, _ = split_listen(self.listen)
         if not _is_loopback(host) and not self.allow_remote:
             raise ValueError(f"listening on {host} exposes host details; set allow_remote: true (and a token) to do so")
+        if not _is_loopback(host) and not (self.token or "").strip():
+            raise ValueError(f"listening on {host} (allow_remote) without a token would let anyone who reaches it "
+                             f"read the agent's status: set health.token (e.g. ${{DUTYTAIL_HEALTH_TOKEN}})")
         return self
 
 

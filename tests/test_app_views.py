@@ -99,6 +99,11 @@ async def test_endpoints_shapes_token_and_remote_listen(tmp_path: Path, fake: Fa
     assert capsys.readouterr().err.strip() == (
         f"{remote}:2:3: health: listening on 0.0.0.0 exposes host details; set allow_remote: true "
         "(and a token) to do so")
+    # ... and with allow_remote, a token is required: an empty one means no authentication at all
+    for token in ("", '  token: ""\n', "  token: '  '\n"):
+        remote.write_text(f"health:\n  listen: 0.0.0.0:8790\n  allow_remote: true\n{token}")
+        assert dutytail_cli.main(["check-config", "-c", str(remote)]) == 2
+        assert "without a token would let anyone" in capsys.readouterr().err
     remote.write_text("health:\n  listen: 0.0.0.0:8790\n  allow_remote: true\n  token: t0ken-for-remote\n")
     assert dutytail_cli.main(["check-config", "-c", str(remote)]) == 0
     assert "OK" in capsys.readouterr().out

@@ -81,3 +81,29 @@ async def test_status_command_shows_tailing_errors(tmp_path: Path, monkeypatch: 
     assert document["sources"]["app"]["errors"][0]["error"].startswith("dangling symlink")
     shown = dutytail_cli.render_status(document)
     assert "dangling symlink" in shown, shown
+
+
+@pytest.mark.parametrize("reply", [b"[1, 2, 3]", b'{"status": "ok"}', b'"just a string"', b'{"version": 1}'])
+async def test_status_of_something_that_is_not_an_agent_says_so(reply: bytes, capsys: pytest.CaptureFixture[str]
+                                                               ) -> None:
+    """`dutytail status --url` pointed at another service's JSON used to end in a traceback."""
+    from aiohttp import web
+
+    async def answer(_request: web.Request) -> web.Response:
+        return web.Response(body=reply, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/status", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        import asyncio
+
+        code = await asyncio.to_thread(dutytail_cli.main, ["status", "--url", url])
+        err = capsys.readouterr().err
+        assert code == 1 and "not with a dutytail status document" in err and "Traceback" not in err
+    finally:
+        await runner.cleanup()
