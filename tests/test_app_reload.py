@@ -8,6 +8,7 @@ the fake Flashduty endpoint on 127.0.0.1, and wait on conditions with deadlines.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from tests.ops_helpers import (
     eventually,
     fetch,
     has_open_file,
+    http_get,
     location_of,
     logs_dir,
     metric,
@@ -178,3 +180,23 @@ async def test_edit_during_startup_is_applied(tmp_path: Path, fake: FakeFlashdut
     append(app, "ERROR timeout on orders id=1")
     (event,) = await fake.wait_for_events(1)
     assert event["title_rule"] == "v2 timeout on orders"
+
+
+async def test_a_reload_with_many_rules_never_stops_the_event_loop(tmp_path: Path, fake: FakeFlashduty,
+                                                                   agent_process: Any) -> None:
+    """Compiling rules takes seconds for hundreds of them (5,000 blocked the loop for 14.7 s: /healthz, the
+    sender and systemd's watchdog all waited). It runs off the loop: the agent answers throughout."""
+    _, app = logs_dir(tmp_path)
+    agent = await started(agent_process, config_text(fake.url))
+    many = "".join(f"      - name: code-{i}\n        match: 'failure code {i} in (?P<mod>\\w+)'\n" for i in range(800))
+    before = await reloads(agent)
+    agent.write_config(config_text(fake.url, extra_rules=many))
+    answered = 0
+    while await reloads(agent) <= before:
+        # a 2 s timeout per request: a blocked event loop fails the test here
+        assert (await asyncio.to_thread(http_get, agent.health_url + "/healthz", None, 2.0)).status == 200
+        answered += 1
+    assert answered >= 3, "the reload was over before it could be watched"
+    append(app, "failure code 799 in billing")
+    await eventually(lambda: "code-799" in [e["labels"].get("rule") for e in fake.events], 10, "the new rule")
+    assert agent.stop() == 0
