@@ -211,8 +211,22 @@ async def test_rotation_while_stopped_after_crash_mid_file(tmp_path: Path, logs:
     h.assert_exactly(a + b, "crash mid-file, rotated while stopped")
 
 
-async def test_immediate_compress_while_stopped_is_reported_lost(tmp_path: Path, logs: Path) -> None:
-    """Documented limit: `compress` without `delaycompress` while stopped leaves only a .gz; we move on."""
+COMPRESSORS = {
+    "gzip": ("compress",),
+    "bzip2": ("compress", "compresscmd /usr/bin/bzip2", "uncompresscmd /usr/bin/bunzip2", "compressext .bz2"),
+    "xz": ("compress", "compresscmd /usr/bin/xz", "uncompresscmd /usr/bin/unxz", "compressext .xz"),
+    "zstd": ("compress", "compresscmd /usr/bin/zstd", "compressoptions -q --rm", "uncompresscmd /usr/bin/unzstd",
+             "compressext .zst"),
+}
+
+
+@pytest.mark.parametrize("compressor", sorted(COMPRESSORS))
+async def test_compress_without_delaycompress_while_stopped_reads_the_tail_from_the_archive(
+        tmp_path: Path, logs: Path, compressor: str) -> None:
+    """The rotated stream exists only compressed: its unread tail is read from the archive (it was lost: 170
+    written, 120 delivered), once, and nothing before the checkpoint again."""
+    if not shutil.which(compressor):
+        pytest.skip(f"{compressor} is not installed")
     app = logs / "app.log"
     a1, a2, b = make_lines("A", 0, 100), make_lines("A", 100, 50), make_lines("B", 0, 20)
     append(app, a1)
@@ -221,14 +235,64 @@ async def test_immediate_compress_while_stopped_is_reported_lost(tmp_path: Path,
     await h.wait_lines(100)
     await h.stop()
     append(app, a2)
-    logrotate(tmp_path, app, "create", "compress")
+    logrotate(tmp_path, app, "create", *COMPRESSORS[compressor])
+    assert not (logs / "app.log.1").exists(), "the scenario: only the archive is left"
+    append(app, b)
+    await h.start()
+    await h.wait_lines(170)
+    await h.wait_idle()
+    await h.stop()
+    h.assert_exactly(a1 + a2 + b, f"stopped: compress ({compressor}) without delaycompress")
+    assert h.stats.compressed_reads == 1 and h.stats.bytes_lost == 0
+    assert len(h.committed) == 1 and h.finished, "the archived stream was finished and its checkpoint forgotten"
+
+
+async def test_an_unrelated_archive_is_never_taken_for_the_stream(tmp_path: Path, logs: Path) -> None:
+    import gzip
+
+    app = logs / "app.log"
+    a1, b = make_lines("A", 0, 100), make_lines("B", 0, 20)
+    append(app, a1)
+    h = Harness(cfg(tmp_path))
+    await h.start()
+    await h.wait_lines(100)
+    await h.stop()
+    os.rename(app, logs / "gone")
+    os.unlink(logs / "gone")
+    with gzip.open(logs / "app.log.1.gz", "wt") as archive:  # same name pattern, other content
+        archive.write("".join(f"{line}\n" for line in make_lines("X", 0, 200)))
     append(app, b)
     await h.start()
     await h.wait_lines(120)
     await h.wait_idle()
     await h.stop()
-    h.assert_exactly(a1 + b, "stopped: compress without delaycompress (A tail unrecoverable, documented)")
-    assert len(h.committed) == 1 and h.finished, "the lost stream's checkpoint is forgotten"
+    h.assert_exactly(a1 + b, "stopped: file deleted, an unrelated archive beside it")
+    assert h.stats.compressed_reads == 0
+
+
+@pytest.mark.parametrize("layout", ["olddir", "olddir+compress"])
+async def test_olddir_while_stopped_is_found_through_rotated_paths(tmp_path: Path, logs: Path, layout: str) -> None:
+    """logrotate `olddir` puts the rotated file in another directory; `rotated_paths` says where (it lost the
+    unread tail: 150 of 600)."""
+    app = logs / "app.log"
+    old = logs / "old"
+    old.mkdir()
+    a1, a2, b = make_lines("A", 0, 300), make_lines("A", 300, 150), make_lines("B", 0, 150)
+    append(app, a1)
+    h = Harness(cfg(tmp_path, rotated_paths=[str(old / "app.log*")]))
+    await h.start()
+    await h.wait_lines(300)
+    await h.stop()
+    append(app, a2)
+    options = ["create", f"olddir {old}"] + (["compress"] if "compress" in layout else [])
+    logrotate(tmp_path, app, *options)
+    assert list(old.iterdir()), "the scenario: the rotated file sits in the old directory"
+    append(app, b)
+    await h.start()
+    await h.wait_lines(600)
+    await h.wait_idle()
+    await h.stop()
+    h.assert_exactly(a1 + a2 + b, f"stopped: logrotate {layout}, rotated_paths")
 
 
 async def test_truncated_and_rewritten_while_stopped(tmp_path: Path, logs: Path) -> None:

@@ -41,6 +41,9 @@ class TailConfig(BaseModel):
     name: str = Field(min_length=1)
     paths: list[str] = Field(min_length=1)
     exclude_paths: list[str] = []
+    rotated_paths: list[str] = []
+    """Globs where rotated files go when not beside the file (logrotate ``olddir``): searched, by identity,
+    for a stream that was rotated away while the agent did not look (stopped, or the file was closed)."""
     start_at: Literal["end", "beginning"] = "end"
     encoding: str = "utf-8"
     max_line_bytes: ByteSize = Field(64 * 1024, ge=256)
@@ -70,7 +73,7 @@ class TailConfig(BaseModel):
             raise ValueError(f"encoding {value!r} is not ASCII-compatible (newline must be the byte 0x0A)")
         return info.name
 
-    @field_validator("paths", "exclude_paths")
+    @field_validator("paths", "exclude_paths", "rotated_paths")
     @classmethod
     def _non_empty(cls, value: list[str]) -> list[str]:
         if any(not p.strip() for p in value):

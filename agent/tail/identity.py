@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Container
+import stat
+from collections.abc import Container, Iterable, Iterator
 
 from agent.fileid import fingerprint, pread_exact
 from agent.tail.stream import Stream
@@ -130,15 +131,9 @@ def later_generations(live: Stream, copy_path: str, copy_mtime_ns: int, *, skip:
     return out
 
 
-def find_in_dirs(f: Stream, *, same_inode: bool, followed: Container[tuple[int, int]]
-                 ) -> tuple[str, int, os.stat_result] | None:
-    """The file holding ``f``'s content in its directory, opened: by inode (renamed) or by content (a copy,
-    never one of the ``followed`` identities). Names that start with the original name first, newest first."""
-    if not same_inode and not (f.head or f.head_len):
-        return None
-    base = os.path.basename(f.path)
-    candidates: list[tuple[int, float, str]] = []
-    for d in search_dirs(f):
+def _entries(dirs: Iterable[str], extra: Iterable[str]) -> Iterator[tuple[str, str, os.stat_result]]:
+    """(name, path, lstat) of the files in ``dirs`` and of the ``extra`` paths (``rotated_paths`` matches)."""
+    for d in dirs:
         try:
             entries = list(os.scandir(d))
         except OSError as exc:
@@ -147,20 +142,38 @@ def find_in_dirs(f: Stream, *, same_inode: bool, followed: Container[tuple[int, 
             continue
         for entry in entries:
             try:
-                if not entry.is_file(follow_symlinks=False):
-                    continue
-                st = entry.stat(follow_symlinks=False)
+                if entry.is_file(follow_symlinks=False):
+                    yield entry.name, entry.path, entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            ident = (st.st_dev, st.st_ino)
-            if same_inode:
-                if ident != f.ident:
-                    continue
-            elif ident == f.ident or ident in followed or st.st_size < f.consumed:
+    for path in extra:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            yield os.path.basename(path), path, st
+
+
+def find_in_dirs(f: Stream, *, same_inode: bool, followed: Container[tuple[int, int]], extra: Iterable[str] = ()
+                 ) -> tuple[str, int, os.stat_result] | None:
+    """The file holding ``f``'s content in its directory (or among ``extra`` paths, the matches of
+    ``rotated_paths``), opened: by inode (renamed) or by content (a copy, never one of the ``followed``
+    identities). Names that start with the original name first, newest first."""
+    if not same_inode and not (f.head or f.head_len):
+        return None
+    base = os.path.basename(f.path)
+    candidates: list[tuple[int, float, str]] = []
+    for name, path, st in _entries(search_dirs(f), extra):
+        ident = (st.st_dev, st.st_ino)
+        if same_inode:
+            if ident != f.ident:
                 continue
-            rank = 0 if entry.name.startswith(base) else 1
-            candidates.append((rank, -st.st_mtime, entry.path))
-    candidates.sort(key=lambda c: (c[0], c[1]))
+        elif ident == f.ident or ident in followed or st.st_size < f.consumed:
+            continue
+        rank = 0 if name.startswith(base) else 1
+        candidates.append((rank, -st.st_mtime, path))
+    candidates = sorted(set(candidates), key=lambda c: (c[0], c[1]))
     for _rank, _mtime, path in candidates[:COPY_CANDIDATES]:
         try:  # an unrelated unreadable file here is not this source's problem
             fd = os.open(path, OPEN_FLAGS)

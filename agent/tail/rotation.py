@@ -14,12 +14,14 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from agent.fileid import pread_exact
+from agent.tail.compressed import find_compressed
 from agent.tail.config import TailConfig
 from agent.tail.emit import Emitter
-from agent.tail.identity import OPEN_FLAGS, SearchFailed, find_in_dirs, later_generations
+from agent.tail.identity import OPEN_FLAGS, SearchFailed, find_in_dirs, later_generations, search_dirs
 from agent.tail.multiline import take_record
 from agent.tail.opening import StreamOpener
 from agent.tail.reader import LineReader
+from agent.tail.scan import expand_glob
 from agent.tail.siblings import Siblings
 from agent.tail.stats import TailStats
 from agent.tail.stream import Stream, current_path
@@ -60,18 +62,27 @@ class Rotation:
         False when the search could not be made (out of descriptors): the stream stays, as it was."""
         followed = self.table.by_id
         try:
-            found = find_in_dirs(f, same_inode=True, followed=followed)
+            extra = self._rotated_paths()
+            found = find_in_dirs(f, same_inode=True, followed=followed, extra=extra)
             how = "renamed"
             if found is None:
-                found = find_in_dirs(f, same_inode=False, followed=followed)
+                found = find_in_dirs(f, same_inode=False, followed=followed, extra=extra)
                 how = "copy"
+            if found is None:
+                unpacked = find_compressed(f, search_dirs(f), extra, self.config.fingerprint_bytes)
+                if unpacked is not None:
+                    path, fd, size = unpacked
+                    found, how = (path, fd, os.fstat(fd)), "compressed"
+                    self.stats.compressed_reads += 1
+                    log.info("tail.reading_compressed_rotation", source=self.config.name, path=path,
+                             offset=f.consumed, unread_bytes=size)
         except SearchFailed as exc:
             if f.last_error != str(exc):
                 log.warning("tail.search_postponed", source=self.config.name, path=f.path, error=str(exc))
             f.last_error = str(exc)
             return False
         if found is None:
-            self.lose(f, "rotated file not found (compressed or deleted?)")
+            self.lose(f, "rotated file not found (deleted, or rotated where rotated_paths does not look?)")
             return True
         path, fd, st = found
         original = Stream(path=f.path, dev=f.dev, ino=f.ino, real=f.real)
@@ -98,6 +109,13 @@ class Rotation:
             return False
         self.table.opened(original, fd)
         return True
+
+    def _rotated_paths(self) -> list[str]:
+        """What the source's ``rotated_paths`` globs match now (logrotate ``olddir``)."""
+        found: list[str] = []
+        for pattern in self.config.rotated_paths:
+            found += expand_glob(os.path.abspath(os.path.expanduser(pattern)))
+        return found
 
     def lose(self, f: Stream, reason: str) -> None:
         lost = max(0, f.size - f.consumed)

@@ -17,5 +17,7 @@ class TailStats(SourceStats):
     rotations: int = 0
     truncations: int = 0
     errors: int = 0
+    compressed_reads: int = 0
+    """Rotated streams whose unread tail was read from their compressed rotation."""
     overflow_rescans: int = 0
     """Full rescans because the inotify queue overflowed (the overflow itself is counted once per agent)."""
