@@ -15,10 +15,10 @@ def ledger(directory: Path, pattern: str = "app.log") -> Siblings:
     return Siblings(PathFilter([str(directory / pattern)], []), fingerprint_bytes=64)
 
 
-def opened_names(found: list[tuple[str, int]]) -> list[str]:
-    for _path, fd in found:
+def opened_names(found: list[tuple[str, int, bool]]) -> list[str]:
+    for _path, fd, _compressed in found:
         os.close(fd)
-    return [os.path.basename(path) for path, _fd in found]
+    return [os.path.basename(path) for path, _fd, _compressed in found]
 
 
 def test_history_known_generations_and_new_ones(tmp_path: Path) -> None:
@@ -44,6 +44,29 @@ def test_a_reused_inode_with_other_content_is_new(tmp_path: Path) -> None:
     with open(target, "r+") as f:  # the same inode number, other content: what inode reuse looks like
         f.write("a new generation, longer than the old one\n")
     assert opened_names(siblings.unread(set(), set())) == ["app.log.4"]
+
+
+def test_an_archive_is_new_unless_its_content_was_read(tmp_path: Path) -> None:
+    import gzip
+
+    siblings = ledger(tmp_path)
+    siblings.baseline()
+    read_whole = tmp_path / "app.log.1"
+    read_whole.write_text("a generation the source read whole\n")
+    st = read_whole.stat()
+    fd = os.open(read_whole, os.O_RDONLY)
+    try:
+        siblings.record(Stream(path=str(read_whole), dev=st.st_dev, ino=st.st_ino, fd=fd))
+    finally:
+        os.close(fd)
+    with gzip.open(tmp_path / "app.log.1.gz", "wb") as archive:  # compressed after it was read: known
+        archive.write(read_whole.read_bytes())
+    read_whole.unlink()
+    with gzip.open(tmp_path / "app.log.2.gz", "wb") as archive:  # compressed before anyone read it: new
+        archive.write(b"a generation rotated and compressed unread\n")
+    found = siblings.unread(set(), set())
+    assert [(os.path.basename(p), c) for p, _fd, c in found] == [("app.log.2.gz", True)]
+    opened_names(found)
 
 
 def test_followed_copies_compressed_and_empty_are_not_generations(tmp_path: Path) -> None:

@@ -135,6 +135,36 @@ def unpack(path: str, f: Stream, fingerprint_bytes: int) -> tuple[int, int] | No
     return fd, max(0, written - f.consumed)
 
 
+def decompressed_head(path: str, n: int) -> bytes | None:
+    """The first ``n`` decompressed bytes of an archive (None when it is not one this module reads)."""
+    opener = opener_for(path)
+    if opener is None:
+        return None
+    try:
+        with opener(path) as src:
+            return _read_exact(src, n)
+    except (OSError, EOFError, lzma.LZMAError, ValueError):
+        return None
+
+
+def unpack_whole(path: str) -> int | None:
+    """An archive decompressed whole into a temporary file, opened (a generation never read as plain text)."""
+    opener = opener_for(path)
+    if opener is None:
+        return None
+    try:
+        with opener(path) as src, tempfile.TemporaryFile(prefix="dutytail-unpacked-") as tmp:
+            while chunk := src.read(CHUNK):
+                tmp.write(chunk)
+            tmp.flush()
+            return os.dup(tmp.fileno())
+    except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
+        if isinstance(exc, OSError) and out_of_resources(exc):
+            raise SearchFailed(exc.errno, f"cannot unpack {path}: {exc.strerror}") from exc
+        log.info("tail.compressed_unreadable", path=path, error=f"{type(exc).__name__}: {exc}")
+        return None
+
+
 def find_compressed(f: Stream, dirs: Iterable[str], extra: Iterable[str], fingerprint_bytes: int
                     ) -> tuple[str, int, int] | None:
     """The compressed rotation of ``f`` among names that start with its name (in its directories) and the

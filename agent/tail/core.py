@@ -18,6 +18,7 @@ import structlog
 from agent.fileid import fingerprint
 from agent.source import Checkpoint
 from agent.tail import checkpoint
+from agent.tail.compressed import unpack_whole
 from agent.tail.config import TailConfig
 from agent.tail.discovery import Discovery
 from agent.tail.emit import Emission, Emitter
@@ -63,7 +64,7 @@ class TailCore:
         self.emitter = Emitter(config.name, checkpoint.StreamKeys(set(checkpoints)), stats)
         self.reader = LineReader(config, stats)
         self.opener = StreamOpener(config, self.table, self.problems, self.emitter)
-        self.siblings = Siblings(self.paths, config.fingerprint_bytes)
+        self.siblings = Siblings(self.paths, config.fingerprint_bytes, config.rotated_paths)
         self.rotation = Rotation(config, self.table, self.opener, self.reader, self.emitter, stats,
                                  known=lambda: self.discovery.known(), siblings=self.siblings)
         self.discovery = Discovery(config, checkpoints, is_first_start=is_first_start, scanner=self.scanner,
@@ -149,8 +150,15 @@ class TailCore:
         table = self.table
         known = self.discovery.known()
         heads = {fingerprint(f.head) for f in table.streams if f.head}
-        for path, fd in self.siblings.unread(set(table.by_id) | known, heads):
-            f = self.opener.follow_from_start(path, fd, now, known, "a generation renamed unread")
+        for path, fd, compressed in self.siblings.unread(set(table.by_id) | known, heads):
+            how = "a generation renamed unread"
+            if compressed:  # rotated and compressed before it was ever read: read it whole from the archive
+                os.close(fd)
+                unpacked = unpack_whole(path)
+                if unpacked is None:
+                    continue
+                fd, how = unpacked, "a generation compressed unread"
+            f = self.opener.follow_from_start(path, fd, now, known, how)
             if f is not None:
                 self.rotation.start_draining(f, "renamed before it was opened")
 

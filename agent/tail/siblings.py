@@ -14,29 +14,37 @@ the fingerprint of the first bytes, and a reused inode with other content is new
 
 from __future__ import annotations
 
+import collections
 import os
+import stat
 from collections.abc import Container, Iterable
 
 from agent.fileid import fingerprint, has_magic, pread_exact
+from agent.tail.compressed import decompressed_head
 from agent.tail.identity import OPEN_FLAGS, is_compressed
-from agent.tail.scan import PathFilter
+from agent.tail.scan import PathFilter, expand_glob
 from agent.tail.stream import Stream
 
 Ident = tuple[int, int]
 Seen = tuple[int, int, str]  # size, mtime_ns, fingerprint of the first bytes
+READ_HEADS = 4096  # fingerprints of streams read whole kept (an archive of one of them is not a new generation)
 
 
 class Siblings:
-    def __init__(self, paths: PathFilter, fingerprint_bytes: int) -> None:
+    def __init__(self, paths: PathFilter, fingerprint_bytes: int, rotated_paths: Iterable[str] = ()) -> None:
         self._fp_bytes = fingerprint_bytes
         # watched names without wildcards: their rotated names match no glob (with one, the glob finds them)
         self._bases = sorted({os.path.split(p) for p in paths.patterns
                               if not has_magic(p) and not paths.excluded(p)})
+        # where rotations go when not beside the file (logrotate olddir): every match there is a sibling
+        self._rotated = [os.path.abspath(os.path.expanduser(p)) for p in rotated_paths]
         self._seen: dict[Ident, Seen] = {}
+        self._read_heads: collections.OrderedDict[str, None] = collections.OrderedDict()
+        """Fingerprints of the first bytes of streams read whole: an archive of one of them is not new."""
 
     @property
     def active(self) -> bool:
-        return bool(self._bases)
+        return bool(self._bases or self._rotated)
 
     def record(self, stream: Stream) -> None:
         """A stream the source followed: its content is known (read now or through its checkpoint)."""
@@ -47,16 +55,21 @@ class Siblings:
         except OSError:
             return
         head = pread_exact(stream.fd, self._fp_bytes, 0)
-        self._seen[stream.ident] = (st.st_size, st.st_mtime_ns, fingerprint(head))
+        fp = fingerprint(head)
+        self._seen[stream.ident] = (st.st_size, st.st_mtime_ns, fp)
+        self._read_heads[fp] = None
+        while len(self._read_heads) > READ_HEADS:
+            self._read_heads.popitem(last=False)
 
     def baseline(self) -> None:
         """At the first scan: everything there already is history (or found through a checkpoint)."""
         for path, st in self._entries():
             self._remember(path, st)
 
-    def unread(self, followed: Container[Ident], heads: set[str]) -> list[tuple[str, int]]:
-        """Siblings never seen, opened (oldest first): neither a followed identity, nor a known identity with
-        the same first bytes, nor a copy of a followed stream's content (``heads``), nor compressed."""
+    def unread(self, followed: Container[Ident], heads: set[str]) -> list[tuple[str, int, bool]]:
+        """Siblings never seen, opened, oldest first: (path, descriptor, compressed). Not a followed identity,
+        not a known identity with the same first bytes, not a copy or an archive of content already read
+        (``heads`` of followed streams, and of streams read whole)."""
         found: list[tuple[int, str, int]] = []
         for path, st in self._entries():
             ident = (st.st_dev, st.st_ino)
@@ -72,12 +85,19 @@ class Siblings:
             head = pread_exact(fd, self._fp_bytes, 0)
             fp = fingerprint(head)
             self._seen[ident] = (st.st_size, st.st_mtime_ns, fp)
-            if (seen is not None and seen[2] == fp) or fp in heads or not head or is_compressed(fd):
+            if (seen is not None and seen[2] == fp) or not head:
                 os.close(fd)
                 continue
-            found.append((st.st_mtime_ns, path, fd))
+            compressed = is_compressed(fd)
+            if compressed:
+                inner = decompressed_head(path, self._fp_bytes)
+                fp = fingerprint(inner) if inner else fp
+            if fp in heads or fp in self._read_heads or (compressed and not inner):
+                os.close(fd)
+                continue
+            found.append((st.st_mtime_ns, path, fd, compressed))
         found.sort()
-        return [(path, fd) for _mtime, path, fd in found]
+        return [(path, fd, compressed) for _mtime, path, fd, compressed in found]
 
     def _remember(self, path: str, st: os.stat_result) -> None:
         try:
@@ -108,5 +128,14 @@ class Siblings:
                     continue
                 present.add((st.st_dev, st.st_ino))
                 yield entry.path, st
+        for pattern in self._rotated:
+            for path in expand_glob(pattern):
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in present:
+                    present.add((st.st_dev, st.st_ino))
+                    yield path, st
         for gone in [i for i in self._seen if i not in present]:
             del self._seen[gone]  # bounded by what exists
