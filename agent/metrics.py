@@ -55,6 +55,8 @@ class _SnapshotCollector(Collector):
             ("dutytail_bytes_lost", "Log bytes that could not be read (e.g. rotated away and compressed while "
              "stopped, truncated without a copy).", ["source"], snap["bytes_lost"]),
             ("dutytail_rule_matches", "Lines that matched a rule.", ["source", "rule"], snap["matches"]),
+            ("dutytail_lines_abandoned", "Lines a rule gave up on: its regex ran over the per-line time budget "
+             "(catastrophic backtracking).", ["source", "rule"], snap["lines_abandoned"]),
             ("dutytail_events_queued", "Events committed to the outbox, by status.", ["status"], snap["events"]),
             ("dutytail_events_dropped", "Events the agent dropped, by reason.", ["reason"], snap["dropped"]),
             ("dutytail_events_suppressed", "Events held back by storm control, by reason.", ["reason"],

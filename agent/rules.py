@@ -193,5 +193,15 @@ class RuleSet:
             hits.append(Hit(rule_index, kind, line, {**extra, **groups} if extra else groups))
         return hits
 
+    def abandoned(self) -> dict[str, int]:
+        """Lines given up per rule: a rule whose regex can backtrack catastrophically ran over its time budget
+        on them (see agent/match/guard.py)."""
+        out: dict[str, int] = {}
+        if self.matcher is not None:
+            for index, count in self.matcher.abandoned().items():
+                name = self.rules[self._pattern_owner[index][0]].name
+                out[name] = out.get(name, 0) + count
+        return out
+
     def describe(self) -> dict[str, object]:
         return self.matcher.describe() if self.matcher is not None else {"engine": "none"}

@@ -130,6 +130,8 @@ class AgentViews:
             "dropped": {(k,): float(v) for k, v in self._dropped().items()},
             "suppressed": {(k,): float(v) for k, v in a.engine.stats.suppressed.items()},
             "check_runs": {k: float(v) for k, v in a.checks.runs.items()},
+            "lines_abandoned": {(name, rule): float(n) for name, rt in a.sources.running.items()
+                                for rule, n in rt.ruleset.abandoned().items()},
             "source_paused": {(k,): v for k, v in a.pipeline_stats.paused_seconds.items()},
             "check_overruns": {(k,): float(v["skipped_overruns"]) for k, v in checks.items()},
             "check_callback_errors": {(k,): float(v["callback_errors"]) for k, v in checks.items()},

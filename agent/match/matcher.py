@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from agent.lines import LineChunk
 from agent.match.engines import Engine, EngineName, Variant, select
+from agent.match.guard import Guard, risk
 
 LineMatch = tuple[int, int, re.Match[str]]  # (line index, pattern index, match)
 
@@ -51,13 +52,29 @@ class MultiMatcher:
             except re.error as exc:
                 raise re.error(f"pattern #{i} {pattern!r}: {exc.msg}", exc.pattern, exc.pos) from exc
         self.compiled: tuple[re.Pattern[str], ...] = tuple(compiled)
-        self._search: tuple[Callable[[str], re.Match[str] | None], ...] = tuple(c.search for c in compiled)
+        # patterns whose shape can backtrack catastrophically are confirmed in a child with a time budget
+        self._risks = {i: why for i, p in enumerate(self.patterns) if (why := risk(p))}
+        self.guard = Guard([self.patterns[i] for i in self._risks]) if self._risks else None
+        self._search: tuple[Callable[[str], Any], ...] = tuple(self._searcher(i, c) for i, c in enumerate(compiled))
         chosen = select(self.patterns, engine)
         self.engine = chosen.name
         self._prefilter: Engine[Any] | None = chosen.engine  # None: plain re on every line
         self._ascii: Variant = chosen.ascii
         self._uni: Variant = chosen.uni
         self._unavailable: dict[str, str] = chosen.unavailable
+
+    def _searcher(self, index: int, compiled: re.Pattern[str]) -> Callable[[str], Any]:
+        if self.guard is None or index not in self._risks:
+            return compiled.search
+        guard, slot = self.guard, list(self._risks).index(index)
+        return lambda line: guard.search(slot, line)
+
+    def abandoned(self) -> dict[int, int]:
+        """Lines given up per pattern index (a risky pattern over its time budget on them)."""
+        if self.guard is None:
+            return {}
+        risky = list(self._risks)
+        return {risky[slot]: n for slot, n in self.guard.abandoned.items()}
 
     # ----------------------------------------------------------------------------------- reporting
     def describe(self) -> dict[str, Any]:
@@ -79,11 +96,14 @@ class MultiMatcher:
             why = list(dict.fromkeys([*self._ascii.approx.get(i, []), *self._uni.approx.get(i, [])]))
             if why:
                 widened.append({"index": i, "pattern": pattern, "reason": "; ".join(why)})
+        abandoned = self.abandoned()
         return {
             "engine": self.engine,
             "patterns": len(self.patterns),
             "fallback": fallback,
             "widened": widened,
+            "guarded": [{"index": i, "pattern": self.patterns[i], "reason": why, "abandoned": abandoned.get(i, 0)}
+                        for i, why in self._risks.items()],
             "unavailable": dict(self._unavailable),
         }
 
