@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.tail import TailConfig
+from tests.chaos_helpers import SCALE
 from tests.tail_helpers import LOGROTATE, Harness, append, logrotate, make_lines, wait_until
 
 WRITER = r"""
@@ -34,10 +35,12 @@ def storm_lines(count: int) -> list[str]:
     return [f"S{i:07d} ERROR storm {'x' * 40}" for i in range(count)]
 
 
+@pytest.mark.soak
+@pytest.mark.parametrize("run", range(SCALE))
 @pytest.mark.parametrize("max_bytes", [64 * 1024, 1024 * 1024])
 @pytest.mark.parametrize("pattern", ["app.log", "app.log*"])
 async def test_rotating_file_handler_storm_with_the_reader_held_back(tmp_path: Path, max_bytes: int,
-                                                                     pattern: str) -> None:
+                                                                     pattern: str, run: int) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
     app = logs / "app.log"

@@ -88,46 +88,35 @@ def is_compressed(fd: int) -> bool:
 
 
 def later_generations(live: Stream, copy_path: str, copy_mtime_ns: int, *, skip: Container[tuple[int, int]],
-                      heads: list[bytes]) -> list[tuple[str, int]]:
+                      heads: list[bytes]) -> list[tuple[str, int, bool]]:
     """Copies of the copytruncated file ``live`` newer than ``copy_path`` (the copy holding the content the
     reader was in), oldest first, opened.
 
     With copytruncate every generation is written into the same inode, and each rotation copies it to a new
     file. When the reader was behind (backpressure) across two rotations, the generation between them was
     never read and exists only as a copy newer than the one holding ``f``'s content: it must be read whole.
-    Only plain files under rotated names of the same base count, never the live file, a followed identity,
-    a copy of content the reader knows (``heads``) or a compressed file.
+    Only files under rotated names of the same base count, never the live file, a followed identity or a
+    copy of content the reader knows (``heads``); an archive is returned as such (``True``: the caller looks
+    inside it, and reads it back whole when it holds a generation never read).
     """
     base = os.path.basename(live.path)
     found: list[tuple[int, str]] = []
-    for d in search_dirs(live):
-        try:
-            entries = list(os.scandir(d))
-        except OSError:
+    for _name, path, st in rotated_names(search_dirs(live), base):
+        if path == copy_path or (st.st_dev, st.st_ino) in skip or st.st_mtime_ns <= copy_mtime_ns or not st.st_size:
             continue
-        for entry in entries:
-            if entry.name == base or not entry.name.startswith(base) or entry.path == copy_path:
-                continue
-            try:
-                if not entry.is_file(follow_symlinks=False):
-                    continue
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) in skip or st.st_mtime_ns <= copy_mtime_ns or st.st_size == 0:
-                continue
-            found.append((st.st_mtime_ns, entry.path))
+        found.append((st.st_mtime_ns, path))
     found.sort()
-    out: list[tuple[str, int]] = []
+    out: list[tuple[str, int, bool]] = []
     for _mtime, path in found[:COPY_CANDIDATES]:
         try:
             fd = os.open(path, OPEN_FLAGS)
         except OSError:
             continue
-        if is_compressed(fd) or any(h and pread_exact(fd, len(h), 0) == h for h in heads):
+        compressed = is_compressed(fd)
+        if not compressed and any(h and pread_exact(fd, len(h), 0) == h for h in heads):
             os.close(fd)
             continue
-        out.append((path, fd))
+        out.append((path, fd, compressed))
     return out
 
 
@@ -153,6 +142,13 @@ def _entries(dirs: Iterable[str], extra: Iterable[str]) -> Iterator[tuple[str, s
             continue
         if stat.S_ISREG(st.st_mode):
             yield os.path.basename(path), path, st
+
+
+def rotated_names(dirs: Iterable[str], base: str) -> Iterator[tuple[str, str, os.stat_result]]:
+    """Files in ``dirs`` whose names start with ``base`` (``app.log.1``, ``app.log-20261127.gz``), not ``base``."""
+    for name, path, st in _entries(dirs, ()):
+        if name != base and name.startswith(base):
+            yield name, path, st
 
 
 def find_in_dirs(f: Stream, *, same_inode: bool, followed: Container[tuple[int, int]], extra: Iterable[str] = ()

@@ -56,11 +56,7 @@ class StreamOpener:
             if not statmod.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in table.by_id:
                 os.close(fd)
                 return None
-            f = Stream(path=path, dev=st.st_dev, ino=st.st_ino, real=real_path(path))
-            table.opened(f, fd)
-            f.head = pread_exact(fd, self.config.fingerprint_bytes, 0)
-            f.size, f.mtime_ns = st.st_size, st.st_mtime_ns
-            f.last_activity = now
+            f = self._stream_on(path, fd, st, now)
             if at_end and st.st_size > 0:
                 position, skipping = self._end_position(fd, st.st_size)
                 f.consumed = f.read_end = position
@@ -94,14 +90,19 @@ class StreamOpener:
             with contextlib.suppress(OSError):
                 os.close(fd)
             return None
-        f = Stream(path=path, dev=st.st_dev, ino=st.st_ino, real=real_path(path))
-        table.opened(f, fd)
-        f.head = pread_exact(fd, self.config.fingerprint_bytes, 0)
-        f.size, f.mtime_ns = st.st_size, st.st_mtime_ns
-        f.last_activity = now
+        f = self._stream_on(path, fd, st, now)
         table.add(f)
         table.ready[f] = None
         log.info("tail.file_opened", source=self.config.name, path=path, offset=0, how=how)
+        return f
+
+    def _stream_on(self, path: str, fd: int, st: os.stat_result, now: float) -> Stream:
+        """A new stream for the file open on ``fd`` (read from 0 unless told otherwise)."""
+        f = Stream(path=path, dev=st.st_dev, ino=st.st_ino, real=real_path(path))
+        self.table.opened(f, fd)
+        f.head = pread_exact(fd, self.config.fingerprint_bytes, 0)
+        f.size, f.mtime_ns = st.st_size, st.st_mtime_ns
+        f.last_activity = now
         return f
 
     def open_waiting(self, now: float) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from agent.fileid import pread_exact
-from agent.tail.compressed import find_compressed
+from agent.tail.compressed import decompressed_head, find_compressed, unpack_whole
 from agent.tail.config import TailConfig
 from agent.tail.emit import Emitter
 from agent.tail.identity import OPEN_FLAGS, SearchFailed, find_in_dirs, later_generations, search_dirs
@@ -146,8 +146,17 @@ class Rotation:
         rotated copy when one exists, copytruncate) and read the file again from 0 as a new stream."""
         self.stats.truncations += 1
         copy = None
+        copy_mtime_ns = 0
         if f.key is not None or f.record or f.consumed < f.size:
             copy = find_in_dirs(f, same_inode=False, followed=self.table.by_id)
+            if copy is not None:
+                copy_mtime_ns = copy[2].st_mtime_ns
+            else:  # copytruncate + compress (no delaycompress): the copy may already be an archive
+                unpacked = find_compressed(f, search_dirs(f), self._rotated_paths(), self.config.fingerprint_bytes)
+                if unpacked is not None:
+                    copy = (unpacked[0], unpacked[1], os.fstat(unpacked[1]))
+                    copy_mtime_ns = os.stat(unpacked[0]).st_mtime_ns
+                    self.stats.compressed_reads += 1
         log.warning("tail.truncated", source=self.config.name, path=f.path, offset=f.consumed,
                     copy=copy[0] if copy else None)
         if copy is not None:
@@ -155,7 +164,11 @@ class Rotation:
             old = self._old_content(f, path, st.st_dev, st.st_ino)
             self.opener.attach(old, fd, st, path, now)
             self.start_draining(old, "copy of a truncated file")
-            self.follow_later_generations(f, path, st.st_mtime_ns, old.head, now)
+            # Copies newer than the last one drained, other than this one, hold generations never read: the
+            # reader was held back across more than one rotation (it may not even have seen the file refill).
+            since = min(f.copied_until_ns, copy_mtime_ns) if f.copied_until_ns else copy_mtime_ns
+            self.follow_later_generations(f, path, since, old.head, now)
+            f.copied_until_ns = max(copy_mtime_ns, f.copied_until_ns)
         elif f.key is not None or f.record:
             self.stats.bytes_lost += max(0, f.size - f.consumed)
             old = self._old_content(f, f.path, f.dev, f.ino)
@@ -177,7 +190,23 @@ class Rotation:
         skip = set(self.table.by_id) | self.known()
         live_head = pread_exact(live.fd, self.config.fingerprint_bytes, 0) if live.fd is not None else b""
         heads = [h for h in (old_head, live_head) if h]
-        for path, fd in later_generations(live, copy_path, copy_mtime_ns, skip=skip, heads=heads):
+        try:
+            generations = later_generations(live, copy_path, copy_mtime_ns, skip=skip, heads=heads)
+        except SearchFailed as exc:  # out of descriptors: the copies are looked for no further
+            log.warning("tail.later_generations_not_searched", source=self.config.name, path=live.path,
+                        error=str(exc))
+            return
+        for path, fd, compressed in generations:
+            if compressed:
+                os.close(fd)
+                inner = decompressed_head(path, self.config.fingerprint_bytes)
+                if not inner or any(inner[: len(h)] == h for h in heads):
+                    continue  # not readable, or an archive of content the reader knows
+                unpacked = unpack_whole(path)
+                if unpacked is None:
+                    continue
+                fd = unpacked
+                self.stats.compressed_reads += 1
             stream = self.opener.follow_from_start(path, fd, now, skip, "a generation rotated unread")
             if stream is not None:
                 self.start_draining(stream, "generation rotated while the reader was behind")

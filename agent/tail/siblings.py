@@ -21,7 +21,7 @@ from collections.abc import Container, Iterable
 
 from agent.fileid import fingerprint, has_magic, pread_exact
 from agent.tail.compressed import decompressed_head
-from agent.tail.identity import OPEN_FLAGS, is_compressed
+from agent.tail.identity import OPEN_FLAGS, SearchFailed, is_compressed, rotated_names
 from agent.tail.scan import PathFilter, expand_glob
 from agent.tail.stream import Stream
 
@@ -114,20 +114,11 @@ class Siblings:
         present: set[Ident] = set()
         for directory, base in self._bases:
             try:
-                entries = list(os.scandir(directory))
-            except OSError:
-                continue
-            for entry in entries:
-                if entry.name == base or not entry.name.startswith(base):
-                    continue
-                try:
-                    if not entry.is_file(follow_symlinks=False):
-                        continue
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                present.add((st.st_dev, st.st_ino))
-                yield entry.path, st
+                for _name, path, st in rotated_names([directory], base):
+                    present.add((st.st_dev, st.st_ino))
+                    yield path, st
+            except SearchFailed:
+                continue  # out of descriptors: the next birth looks again
         for pattern in self._rotated:
             for path in expand_glob(pattern):
                 try:

@@ -66,6 +66,9 @@ class Stream:
     record_start: int = 0
     record_updated: float = 0.0
 
+    copied_until_ns: int = 0
+    """copytruncate: the mtime of the last copy of this file drained at a truncation; a copy newer than that
+    with content never read is a generation the reader missed entirely (see Rotation.restart_truncated)."""
     last_activity: float = 0.0
     last_error: str | None = None
     warned_long: bool = False
