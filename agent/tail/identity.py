@@ -102,7 +102,8 @@ def later_generations(live: Stream, copy_path: str, copy_mtime_ns: int, *, skip:
     base = os.path.basename(live.path)
     found: list[tuple[int, str]] = []
     for _name, path, st in rotated_names(search_dirs(live), base):
-        if path == copy_path or (st.st_dev, st.st_ino) in skip or st.st_mtime_ns <= copy_mtime_ns or not st.st_size:
+        # ">=": rotations within one clock tick share an mtime; copies of what was read are told by their heads
+        if path == copy_path or (st.st_dev, st.st_ino) in skip or st.st_mtime_ns < copy_mtime_ns or not st.st_size:
             continue
         found.append((st.st_mtime_ns, path))
     found.sort()

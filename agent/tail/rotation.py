@@ -189,7 +189,9 @@ class Rotation:
         :func:`agent.tail.identity.later_generations`), each whole, oldest first."""
         skip = set(self.table.by_id) | self.known()
         live_head = pread_exact(live.fd, self.config.fingerprint_bytes, 0) if live.fd is not None else b""
-        heads = [h for h in (old_head, live_head) if h]
+        if old_head:
+            live.read_heads = [*live.read_heads[-15:], old_head]  # the generation just finished was read
+        heads = [h for h in (*live.read_heads, live_head) if h]
         try:
             generations = later_generations(live, copy_path, copy_mtime_ns, skip=skip, heads=heads)
         except SearchFailed as exc:  # out of descriptors: the copies are looked for no further

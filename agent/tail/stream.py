@@ -66,6 +66,8 @@ class Stream:
     record_start: int = 0
     record_updated: float = 0.0
 
+    read_heads: list[bytes] = field(default_factory=list)
+    """copytruncate: the first bytes of the generations of this file read so far (their copies are known)."""
     copied_until_ns: int = 0
     """copytruncate: the mtime of the last copy of this file drained at a truncation; a copy newer than that
     with content never read is a generation the reader missed entirely (see Rotation.restart_truncated)."""
