@@ -193,7 +193,8 @@ class Harness:
         try:
             await wait_until(lambda: len(self.lines) >= count, timeout, f"{count} lines")
         except AssertionError as exc:
-            raise AssertionError(f"{exc} (have {len(self.lines)})") from None
+            have = collections.Counter(line.split(" ", 1)[0] for line in self.lines)
+            raise AssertionError(f"{exc} (have {len(self.lines)}: {dict(sorted(have.items()))})") from None
 
     async def wait_idle(self, timeout: float = 10.0) -> None:
         """Wait until every file's checkpoint caught up with its size and rotated files were finished."""
@@ -217,7 +218,8 @@ class Harness:
         wanted = set(expected)
         extra = [line for line in counts if line not in wanted]
         assert not dups, f"{len(dups)} duplicated lines, e.g. {list(dups)[:3]}"
-        assert not missing, f"{len(missing)} missing lines, e.g. {missing[:3]}"
+        tags = sorted({line.split(" ", 1)[0] for line in missing})
+        assert not missing, f"{len(missing)} missing lines, e.g. {missing[:3]} (of {tags})"
         assert not extra, f"{len(extra)} unexpected lines, e.g. {extra[:3]}"
         by_tag: dict[str, list[str]] = collections.defaultdict(list)
         for line in self.lines:

@@ -28,12 +28,12 @@ def test_history_known_generations_and_new_ones(tmp_path: Path) -> None:
     siblings = ledger(tmp_path)
     assert siblings.active
     siblings.baseline()
-    assert opened_names(siblings.unread(set(), set())) == [], "what was there at the start is history"
+    assert opened_names(siblings.unread(set(), set)) == [], "what was there at the start is history"
     (tmp_path / "app.log.2").write_text("born and renamed before it was opened\n")
-    assert opened_names(siblings.unread(set(), set())) == ["app.log.2"]
-    assert opened_names(siblings.unread(set(), set())) == [], "found once"
+    assert opened_names(siblings.unread(set(), set)) == ["app.log.2"]
+    assert opened_names(siblings.unread(set(), set)) == [], "found once"
     os.rename(tmp_path / "app.log.2", tmp_path / "app.log.3")  # renamed on: same identity, same content
-    assert opened_names(siblings.unread(set(), set())) == []
+    assert opened_names(siblings.unread(set(), set)) == []
 
 
 def test_a_reused_inode_with_other_content_is_new(tmp_path: Path) -> None:
@@ -43,7 +43,7 @@ def test_a_reused_inode_with_other_content_is_new(tmp_path: Path) -> None:
     siblings.baseline()
     with open(target, "r+") as f:  # the same inode number, other content: what inode reuse looks like
         f.write("a new generation, longer than the old one\n")
-    assert opened_names(siblings.unread(set(), set())) == ["app.log.4"]
+    assert opened_names(siblings.unread(set(), set)) == ["app.log.4"]
 
 
 def test_an_archive_is_new_unless_its_content_was_read(tmp_path: Path) -> None:
@@ -64,7 +64,7 @@ def test_an_archive_is_new_unless_its_content_was_read(tmp_path: Path) -> None:
     read_whole.unlink()
     with gzip.open(tmp_path / "app.log.2.gz", "wb") as archive:  # compressed before anyone read it: new
         archive.write(b"a generation rotated and compressed unread\n")
-    found = siblings.unread(set(), set())
+    found = siblings.unread(set(), set)
     assert [(os.path.basename(p), c) for p, _fd, c in found] == [("app.log.2.gz", True)]
     opened_names(found)
 
@@ -82,7 +82,7 @@ def test_followed_copies_compressed_and_empty_are_not_generations(tmp_path: Path
     from agent.fileid import fingerprint
 
     heads = {fingerprint(b"content of the live file\n")}
-    assert opened_names(siblings.unread({(st.st_dev, st.st_ino)}, heads)) == []
+    assert opened_names(siblings.unread({(st.st_dev, st.st_ino)}, lambda: heads)) == []
 
 
 def test_a_finished_stream_is_recorded(tmp_path: Path) -> None:
@@ -96,7 +96,7 @@ def test_a_finished_stream_is_recorded(tmp_path: Path) -> None:
         siblings.record(Stream(path=str(path), dev=st.st_dev, ino=st.st_ino, fd=fd))
     finally:
         os.close(fd)
-    assert opened_names(siblings.unread(set(), set())) == []
+    assert opened_names(siblings.unread(set(), set)) == []
 
 
 def test_only_names_without_wildcards_have_siblings(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from agent.fileid import fingerprint
+from agent.fileid import fingerprint, pread_exact
 from agent.source import Checkpoint
 from agent.tail import checkpoint
 from agent.tail.compressed import unpack_whole
@@ -149,7 +149,12 @@ class TailCore:
         self.discovery.births = False
         table = self.table
         known = self.discovery.known()
-        heads = {fingerprint(f.head) for f in table.streams if f.head}
+        fp_bytes = self.config.fingerprint_bytes
+
+        def heads() -> set[str]:
+            # read now: a stream opened as its file appeared has the (empty) head of that moment
+            return {fingerprint(pread_exact(f.fd, fp_bytes, 0)) for f in table.streams if f.fd is not None}
+
         for path, fd, compressed in self.siblings.unread(set(table.by_id) | known, heads):
             how = "a generation renamed unread"
             if compressed:  # rotated and compressed before it was ever read: read it whole from the archive
@@ -233,6 +238,11 @@ class TailCore:
             if rewritten(f, st, self.config.fingerprint_bytes):
                 self.rotation.restart_truncated(f, now)
             f.size, f.mtime_ns = st.st_size, st.st_mtime_ns
+        if not f.copies_checked and f.head:
+            # The first content since a copytruncate restart: had the file been rotated again while still
+            # empty, that rotation left no trace in it, only a copy of a generation never read.
+            f.copies_checked = True
+            self.rotation.follow_later_generations(f, "", f.copied_until_ns, None, now)
         lines: Any = []
         data: bytes | None = None
         n = 0

@@ -169,6 +169,7 @@ class Rotation:
             since = min(f.copied_until_ns, copy_mtime_ns) if f.copied_until_ns else copy_mtime_ns
             self.follow_later_generations(f, path, since, old.head, now)
             f.copied_until_ns = max(copy_mtime_ns, f.copied_until_ns)
+            f.copies_checked = False
         elif f.key is not None or f.record:
             self.stats.bytes_lost += max(0, f.size - f.consumed)
             old = self._old_content(f, f.path, f.dev, f.ino)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import collections
 import os
 import stat
-from collections.abc import Container, Iterable
+from collections.abc import Callable, Container, Iterable
 
 from agent.fileid import fingerprint, has_magic, pread_exact
 from agent.tail.compressed import decompressed_head
@@ -66,10 +66,12 @@ class Siblings:
         for path, st in self._entries():
             self._remember(path, st)
 
-    def unread(self, followed: Container[Ident], heads: set[str]) -> list[tuple[str, int, bool]]:
+    def unread(self, followed: Container[Ident], heads: Callable[[], set[str]]) -> list[tuple[str, int, bool]]:
         """Siblings never seen, opened, oldest first: (path, descriptor, compressed). Not a followed identity,
         not a known identity with the same first bytes, not a copy or an archive of content already read
-        (``heads`` of followed streams, and of streams read whole)."""
+        (``heads()``: the first bytes of the followed streams now, asked for only when a candidate needs it;
+        and of streams read whole)."""
+        known: set[str] | None = None
         found: list[tuple[int, str, int]] = []
         for path, st in self._entries():
             ident = (st.st_dev, st.st_ino)
@@ -92,7 +94,12 @@ class Siblings:
             if compressed:
                 inner = decompressed_head(path, self._fp_bytes)
                 fp = fingerprint(inner) if inner else fp
-            if fp in heads or fp in self._read_heads or (compressed and not inner):
+            if fp in self._read_heads or (compressed and not inner):
+                os.close(fd)
+                continue
+            if known is None:
+                known = heads()
+            if fp in known:
                 os.close(fd)
                 continue
             found.append((st.st_mtime_ns, path, fd, compressed))

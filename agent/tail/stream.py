@@ -68,6 +68,9 @@ class Stream:
 
     read_heads: list[bytes] = field(default_factory=list)
     """copytruncate: the first bytes of the generations of this file read so far (their copies are known)."""
+    copies_checked: bool = True
+    """False from a copytruncate restart until the file is seen with content again: then copies newer than
+    ``copied_until_ns`` are looked at once (a rotation while the file was still empty cannot be seen)."""
     copied_until_ns: int = 0
     """copytruncate: the mtime of the last copy of this file drained at a truncation; a copy newer than that
     with content never read is a generation the reader missed entirely (see Rotation.restart_truncated)."""
