@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import sys
 import time
 import urllib.error
@@ -117,72 +116,65 @@ def _safe_url(output: Any) -> str:
 
 # --- test-rule ------------------------------------------------------------------------------------
 
-_TIMESTAMPS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?)"), "iso"),
-    (re.compile(r"\[(\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\]"), "%d/%b/%Y:%H:%M:%S %z"),
-    (re.compile(r"^([A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2})"), "syslog"),
-]
-
-
-def line_time(line: str, year: int) -> float | None:
-    """Time a log line says it was written (ISO 8601, nginx, syslog); None when it says nothing."""
-    for pattern, fmt in _TIMESTAMPS:
-        match = pattern.search(line)
-        if not match:
-            continue
-        text = match.group(1)
-        try:
-            if fmt == "iso":
-                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            elif fmt == "syslog":
-                parsed = datetime.strptime(f"{year} {text}", "%Y %b %d %H:%M:%S")
-            else:
-                parsed = datetime.strptime(text, fmt)
-        except ValueError:
-            continue
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp()
-    return None
-
-
 def replay(config: Config, lines: Iterable[str], *, source_name: str | None, rule_name: str | None,
            path: str, settle: bool = True) -> list[tuple[float, dict[str, Any]]]:
     """Run lines through the configured rules and the alert engine on a clock read from the lines.
 
     Pure: no state directory, no network. Lines without a timestamp keep the previous line's time
-    (the first ones start at the epoch's day 0 + line number, so ordering still holds).
+    (the first ones start at the epoch's day 0 + line number, so ordering still holds). Absence and
+    expect rules run on the same clock, their clocks starting at the first line; at the end (``settle``)
+    the clock moves past every quiet period and wait, so what is still silent, unfinished or open at the end
+    of the input shows as the events it would send.
     """
     from agent.alerts import AlertEngine, hit_events
+    from agent.linetime import line_time
     from agent.rules import RuleSet
 
     sources = [*config.logs, *config.journal]
     if source_name:
         sources = [s for s in sources if s.name == source_name]
     engine = AlertEngine(config.alerts, host=config.host, global_labels=config.labels,
-                         default_output=config.flashduty[0].name)
+                         default_output=config.flashduty[0].name, line_clock=False)
     compiled = []
     for source in sources:
         rules = [r for r in source.rules if rule_name is None or r.name == rule_name]
         if rules:
             compiled.append((source.name, rules, RuleSet(rules)))
     out: list[tuple[float, dict[str, Any]]] = []
+
+    def advance(to: float) -> list[tuple[float, dict[str, Any]]]:
+        """Tick at every absent/expect deadline before ``to`` (they fire on the log's clock), then at ``to``."""
+        events = []
+        while True:
+            due = min((s.deadline for s in engine.states.values() if s.deadline and not s.firing
+                       and s.deadline < to), default=None)
+            if due is None:
+                break
+            events += [(due, e.body) for e in engine.tick(due)]
+        return events + [(to, e.body) for e in engine.tick(to)]
+
     now = 0.0
     year = datetime.now(UTC).year
     for index, raw in enumerate(lines):
         line = raw.rstrip("\r\n")
         stamp = line_time(line, year)
         now = stamp if stamp is not None else (now if now else float(index))
-        out += [(now, e.body) for e in engine.tick(now)]
+        if index == 0:
+            for name, rules, _ in compiled:
+                out += [(now, e.body) for e in engine.watch_rules(name, rules, now)]
+        out += advance(now)
         for name, rules, ruleset in compiled:
             hits = ruleset.evaluate([line])
             out += [(now, e.body) for e in hit_events(engine, name, rules, path, hits, now)]
     if settle:
         # Show how open alerts would end: advance the clock past every quiet period.
-        horizon = max((s.resolve_after or 0.0 for s in engine.states.values()), default=0.0)
-        if horizon:
+        for _ in range(2):  # a wait that runs out, then the quiet period of what it opened
+            horizon = max((max(s.resolve_after or 0.0, 0.0 if s.firing else s.wait) for s in engine.states.values()),
+                          default=0.0)
+            if not horizon:
+                break
             now += horizon + 1
-            out += [(now, e.body) for e in engine.tick(now)]
+            out += advance(now)
     return out
 
 

@@ -25,6 +25,7 @@ from agent.health import HealthConfig
 from agent.journal import JournalConfig
 from agent.outbox import OutboxConfig
 from agent.rules import RuleConfig
+from agent.selfwatch.config import SelfAlertsConfig
 from agent.sender import OutputConfig
 from agent.tail import TailConfig
 from agent.units import Duration
@@ -305,6 +306,7 @@ class Config(BaseModel):
     logs: list[LogSourceConfig] = Field(default_factory=list)
     journal: list[JournalSourceConfig] = Field(default_factory=list)
     checks: list[CheckConfig] = Field(default_factory=list)
+    self_alerts: SelfAlertsConfig = Field(default_factory=SelfAlertsConfig)
 
     @field_validator("flashduty", mode="before")
     @classmethod
@@ -343,6 +345,7 @@ class Config(BaseModel):
         for source in [*self.logs, *self.journal]:
             refs.extend((f"rule {source.name}/{rule.name}", rule.output) for rule in source.rules)
         refs.extend((f"check {check.name}", check.output) for check in self.checks)
+        refs.append(("self_alerts", self.self_alerts.output))
         return refs
 
     def output(self, name: str | None) -> OutputConfig:

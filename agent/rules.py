@@ -57,6 +57,32 @@ class ResolveConfig(BaseModel):
         return value
 
 
+class AbsentConfig(BaseModel):
+    """Fire when no line matches the rule for ``after`` (per identity when the rule has ``identity``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    after: Duration = Field(gt=0)
+
+
+class ExpectConfig(BaseModel):
+    """After a line matching the rule, a line matching ``match`` (same identity) must follow ``within``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    match: str
+    within: Duration = Field(gt=0)
+
+    @field_validator("match")
+    @classmethod
+    def _valid_regex(cls, value: str) -> str:
+        _compile(value)
+        return value
+
+
+RuleKind = Literal["match", "absent", "expect"]
+
+
 class RuleConfig(BaseModel):
     """One rule of a log or journal source."""
 
@@ -79,6 +105,13 @@ class RuleConfig(BaseModel):
     repeat_interval: Duration = 0.0
     samples: int = Field(default=3, ge=0, le=20)
     output: str | None = None
+    absent: AbsentConfig | None = None
+    expect: ExpectConfig | None = None
+
+    @property
+    def kind(self) -> RuleKind:
+        """What the rule alerts on: matching lines, their absence, or a sequence that did not complete."""
+        return "absent" if self.absent is not None else "expect" if self.expect is not None else "match"
 
     @field_validator("match", "exclude")
     @classmethod
@@ -107,6 +140,8 @@ class RuleConfig(BaseModel):
         for name in self.identity:
             if name not in groups:
                 raise ValueError(f"identity field {name!r} is not a named group of `match` (groups: {sorted(groups)})")
+        if self.absent is not None or self.expect is not None:
+            self._timed_rule_consistent()
         if self.resolve.match is not None:
             resolve_groups = set(_compile(self.resolve.match).groupindex)
             missing = [n for n in self.identity if n not in resolve_groups]
@@ -127,6 +162,22 @@ class RuleConfig(BaseModel):
                     f"{sorted(groups)}, labels, and {sorted(BUILTIN_FIELDS)}"
                 )
         return self
+
+    def _timed_rule_consistent(self) -> None:
+        """``absent`` and ``expect`` have their own way to open and close an alert."""
+        kind = "absent" if self.absent is not None else "expect"
+        if self.absent is not None and self.expect is not None:
+            raise ValueError("a rule takes one of `absent` and `expect`, not both")
+        for name in ("threshold", "resolve", "alert_key"):
+            if name in self.model_fields_set:
+                raise ValueError(f"`{name}` does not apply to an `{kind}` rule (it opens when the time is up and "
+                                 f"closes when the line arrives; `identity` splits it per identity)")
+        if self.expect is not None:
+            expect_groups = set(_compile(self.expect.match).groupindex)
+            missing = [n for n in self.identity if n not in expect_groups]
+            if missing:
+                raise ValueError(f"expect.match must capture the identity groups {missing} so the start and the "
+                                 f"finish are paired")
 
     def pattern(self) -> str:
         return self.match if self.match is not None else re.escape(self.contains or "")
@@ -162,8 +213,9 @@ class RuleSet:
         for index, rule in enumerate(self.rules):
             patterns.append(rule.pattern())
             self._pattern_owner.append((index, "fire"))
-            if rule.resolve.match is not None:
-                patterns.append(rule.resolve.match)
+            closing = rule.expect.match if rule.expect is not None else rule.resolve.match
+            if closing is not None:  # a recovery line, or the finish an `expect` rule waits for
+                patterns.append(closing)
                 self._pattern_owner.append((index, "resolve"))
         self._excludes = [_compile(r.exclude) if r.exclude else None for r in self.rules]
         self.matcher = _matcher(tuple(patterns)) if patterns else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 
@@ -41,6 +41,9 @@ class Batch:
     """Optionally per-line fields for templates (journald: unit, priority, identifier, pid)."""
 
 
+LOSSES_KEPT = 1000  # files whose losses are remembered (the oldest forgotten first)
+
+
 @dataclass(slots=True)
 class SourceStats:
     """Counters every source keeps (monotonic); the agent exports them per source to Prometheus."""
@@ -54,9 +57,31 @@ class SourceStats:
     """Bytes dropped from over-long lines (beyond ``max_line_bytes``)."""
     bytes_lost: int = 0
     """Known unread bytes that could not be read (truncated without a copy, rotated file gone)."""
+    lost_by_path: dict[str, list[int]] = field(default_factory=dict)
+    """Losses per file since start, ``[incidents, known unread bytes]`` (the self alert ``data_lost``).
+    Written by the source's own thread; read a copy (``losses()``)."""
+
+    def lost(self, path: str, unread: int) -> None:
+        """Data of ``path`` could not be read (``unread`` known bytes; 0 when the amount is unknown)."""
+        self.bytes_lost += unread
+        entry = self.lost_by_path.setdefault(path, [0, 0])
+        entry[0] += 1
+        entry[1] += unread
+        if len(self.lost_by_path) > LOSSES_KEPT:
+            del self.lost_by_path[next(iter(self.lost_by_path))]
+
+    def losses(self) -> dict[str, tuple[int, int]]:
+        """A copy of ``lost_by_path`` taken from another thread (retried if it changed meanwhile)."""
+        for _ in range(10):
+            try:
+                return {k: (v[0], v[1]) for k, v in list(self.lost_by_path.items())}
+            except RuntimeError:  # changed size during the copy
+                continue
+        return {}
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        """The counters (every int field), for metrics and status."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.type in ("int", int)}
 
 
 class Source(Protocol):

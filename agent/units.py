@@ -98,3 +98,13 @@ ByteSize = Annotated[int, BeforeValidator(parse_size)]
 
 Percent = Annotated[float, BeforeValidator(parse_percent)]
 """A percentage 0..100, written as ``80%``."""
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as an operator reads it in an alert: ``2h5m``, ``5m3s``, ``42s``."""
+    total = max(0, round(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{v}{u}" for v, u in ((days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")) if v]
+    return "".join(parts[:2]) or "0s"

@@ -128,9 +128,9 @@ def test_reminder_text_is_replaced_not_stacked() -> None:
     state = log_rule.new_state("k", "app", r, "default", 600.0)
     log_rule.match(state, r, "/p", "timeout on a", {"db": "a"}, T0, RENDERER)
     base = state.description
-    log_rule.before_reminder(state)
+    log_rule.before_reminder(state, T0)
     state.count = 7
-    log_rule.before_reminder(state)
+    log_rule.before_reminder(state, T0)
     assert state.description == f"{base}\n[reminder] still firing: 7 matches since 2027-01-15T08:00:00Z, " \
                                 f"last 2027-01-15T08:00:00Z"
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.cli import line_time
+from agent.linetime import line_time
 from tests.conftest import ROOT
 
 CONFIG = """\

@@ -18,13 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from agent.alerts import absent, expect, lifecycle, log_rule, self_alert
 from agent.alerts import check as check_alert
-from agent.alerts import lifecycle, log_rule
 from agent.alerts.config import AlertsConfig
 from agent.alerts.lifecycle import Resolve, Step
 from agent.alerts.log_rule import RuleLike
 from agent.alerts.render import Renderer, build_event, iso
-from agent.alerts.state import AlertState, EngineStats, Kind
+from agent.alerts.self_alert import SelfObservation
+from agent.alerts.silence import SourceLook, never_behind, seen_at
+from agent.alerts.state import TIMED_KINDS, AlertState, EngineStats, Kind
 from agent.alerts.storm import StormControl
 from agent.events import Status
 from agent.outbox import Commit, QueuedEvent
@@ -37,18 +39,22 @@ log = structlog.get_logger(__name__)
 CAPACITY_LOG_INTERVAL = 60.0  # seconds between "too many open alerts" warnings
 
 # what a kind of alert does before a reminder goes out (time itself treats every kind alike: lifecycle.due)
-_BEFORE_REMINDER: dict[Kind, Callable[[AlertState], None]] = {"log": log_rule.before_reminder}
+_BEFORE_REMINDER: dict[Kind, Callable[[AlertState, float], None]] = {
+    "log": log_rule.before_reminder, "absent": absent.before_reminder, "expect": expect.before_reminder}
 
 
 class AlertEngine:
     """Owns every alert's state; all methods run on the event loop (no locking needed)."""
 
     # slots: settings are changed with reconfigure(); a stray `engine.host = ...` fails instead of doing nothing
-    __slots__ = ("_capacity_logged", "_capacity_unlogged", "_changed", "_config", "_default_output", "_removed",
-                 "_render", "_storm", "states", "stats")
+    __slots__ = ("_capacity_logged", "_capacity_unlogged", "_changed", "_config", "_default_output", "_line_clock",
+                 "_look", "_removed", "_render", "_rules", "_storm", "states", "stats")
 
     def __init__(self, config: AlertsConfig, *, host: str, global_labels: Mapping[str, str],
-                 default_output: str) -> None:
+                 default_output: str, line_clock: bool = True) -> None:
+        """``line_clock``: timed rules judge a line by the time it says it was written (off in a replay,
+        whose clock already is the lines' time)."""
+        self._line_clock = line_clock
         self._config = config
         self._default_output = default_output
         self._render = Renderer(host, global_labels)
@@ -59,6 +65,12 @@ class AlertEngine:
         self._removed: set[str] = set()
         self._capacity_logged = 0.0  # when the last "too many open alerts" warning was logged
         self._capacity_unlogged = 0  # identities suppressed since then
+        self._rules: dict[tuple[str, str], RuleLike] = {}  # (source, rule) -> rule, for timers falling due
+        self._look: SourceLook = never_behind
+
+    def set_source_look(self, look: SourceLook) -> None:
+        """How the engine asks whether a source is behind before an absence or a late finish fires."""
+        self._look = look
 
     def reconfigure(self, config: AlertsConfig, *, host: str, global_labels: Mapping[str, str],
                     default_output: str) -> None:
@@ -86,11 +98,16 @@ class AlertEngine:
 
     def take_changes(self) -> tuple[list[tuple[str, str]], list[str]]:
         """State rows to upsert and keys to delete since the last call (for the next outbox commit)."""
-        upserts = [(k, self.states[k].to_json()) for k in self._changed if k in self.states and self.states[k].firing]
+        states = self.states
+        upserts = [(k, states[k].to_json()) for k in self._changed
+                   if k in states and (states[k].firing or states[k].kind in TIMED_KINDS)]
         removed = list(self._removed | {k for k in self._changed if k not in self.states})
         self._changed.clear()
         self._removed.clear()
         return upserts, removed
+
+    def has_changes(self) -> bool:
+        return bool(self._changed or self._removed)
 
     def commit(self, events: list[QueuedEvent]) -> Commit:
         """An outbox commit of ``events`` with the state changes pending since the last one (``take_changes``):
@@ -116,20 +133,84 @@ class AlertEngine:
         self.stats.matches[f"{source}/{rule.name}"] += 1
         key = log_rule.alert_key(source, rule, groups, path, self._render)
         state = self.states.get(key)
+        kind = rule.kind
         if state is None:
             if len(self.states) >= self._config.max_open_alerts:
                 self._over_capacity(key, rule.name, now)
                 return []
-            state = self.states[key] = log_rule.new_state(key, source, rule, self._default_output,
-                                                          self._config.default_resolve_after)
-        return self._apply(state, log_rule.match(state, rule, path, line, groups, now, self._render), now)
+            if kind == "match":
+                state = log_rule.new_state(key, source, rule, self._default_output, self._config.default_resolve_after)
+            elif kind == "absent":
+                state = absent.new_state(key, source, rule, self._default_output, now)
+            else:
+                state = expect.new_state(key, source, rule, self._default_output)
+            self.states[key] = state
+        if kind == "match":
+            return self._apply(state, log_rule.match(state, rule, path, line, groups, now, self._render), now)
+        if kind == "absent":
+            at = seen_at(line, now, state.last_seen) if self._line_clock else now
+            return self._apply(state, absent.seen(state, path, line, groups, at), now)
+        at = seen_at(line, now, 0.0) if self._line_clock else now
+        return self._apply(state, expect.started(state, rule, path, line, groups, at), now)
 
     def on_resolve_match(self, source: str, rule: RuleLike, path: str, line: str, groups: Mapping[str, str],
                          now: float) -> list[QueuedEvent]:
         state = self.states.get(log_rule.alert_key(source, rule, groups, path, self._render))
         if state is None:
             return []
+        if state.kind == "expect":
+            at = seen_at(line, now, 0.0) if self._line_clock else now
+            return self._apply(state, expect.finished(state, line, at), now)
         return self._apply(state, log_rule.recovered(state, line), now)
+
+    def watch_rules(self, source: str, rules: Sequence[RuleLike], now: float) -> list[QueuedEvent]:
+        """A source's rules (re)start (start, reload, restart): ``absent`` rules without ``identity`` get their
+        state (the clock starts now unless a stored one is kept), timed states take the rule's current wait,
+        and states left from a rule of another kind under the same name are closed."""
+        for key in [k for k in self._rules if k[0] == source]:
+            del self._rules[key]
+        for rule in rules:
+            self._rules[(source, rule.name)] = rule
+        out: list[QueuedEvent] = []
+        by_name = {rule.name: rule for rule in rules}
+        for state in list(self.states.values()):
+            if state.source != source or state.kind in ("storm", "self", "check"):
+                continue
+            rule = by_name.get(state.name)
+            if rule is None:
+                continue  # resolve_removed closes it
+            expected: Kind = "log" if rule.kind == "match" else rule.kind
+            if state.kind != expected:
+                out += self._resolve(state, now, "Resolved: its rule changed kind in the dutytail config")
+            elif state.kind == "absent":
+                absent.rewatch(state, rule, now)
+                self._changed.add(state.key)
+            elif state.kind == "expect" and not state.firing and state.wait != rule.expect.within:
+                state.deadline = state.first_seen + rule.expect.within
+                state.wait = rule.expect.within
+                self._changed.add(state.key)
+        for rule in rules:
+            if rule.kind == "absent" and not rule.identity:
+                key = log_rule.alert_key(source, rule, {}, "", self._render)
+                if key not in self.states:
+                    self.states[key] = absent.new_state(key, source, rule, self._default_output, now)
+                    self._changed.add(key)
+        return out
+
+    def on_self(self, observation: SelfObservation, *, output: str, severity: Status,
+                now: float) -> list[QueuedEvent]:
+        """One look at one of the agent's own conditions (``agent.selfwatch``)."""
+        key = self_alert.alert_key(self._render.host, observation)
+        state = self.states.get(key)
+        if state is None:
+            if not observation.active:
+                return []
+            state = self.states[key] = self_alert.new_state(key, observation, output, severity)
+        labels = self._render.labels(state, {"condition": observation.condition, "object": observation.object})
+        return self._apply(state, self_alert.observe(state, observation, now, labels), now)
+
+    def self_states(self) -> list[AlertState]:
+        return [s for s in self.states.values() if s.kind == "self"]
 
     def on_check(self, check: CheckConfig, observation: CheckObservation, now: float) -> list[QueuedEvent]:
         """Apply one check observation (already through hysteresis and flap detection)."""
@@ -153,8 +234,9 @@ class AlertEngine:
     def resolve_removed(self, alive: set[tuple[str, str]], now: float) -> list[QueuedEvent]:
         """Close open alerts whose rule/check is gone from the config (documented: removal resolves)."""
         out: list[QueuedEvent] = []
+        self._rules = {k: v for k, v in self._rules.items() if k in alive}
         for state in list(self.states.values()):
-            if state.kind == "storm":
+            if state.kind in ("storm", "self"):
                 continue
             if (state.source, state.name) not in alive:
                 out += self._resolve(state, now, "Resolved: its rule or check was removed from the dutytail config")
@@ -191,7 +273,7 @@ class AlertEngine:
             self._changed.add(state.key)
             return self._notify(state, now)
         if type(step) is Resolve:
-            return self._resolve(state, now, step.why)
+            return self._resolve(state, now, step.why, keep=state.kind == "absent")
         if step == "nothing":
             return []
         if step == "retry":
@@ -199,12 +281,24 @@ class AlertEngine:
         if step == "remind":
             before = _BEFORE_REMINDER.get(state.kind)
             if before is not None:
-                before(state)
+                before(state, now)
             return self._notify(state, now, reminder=True)
         if step == "forget":
             del self.states[state.key]
+            self._removed.add(state.key)  # a timed state was persisted while pending
             return []
+        if step == "overdue":
+            return self._overdue(state, now)
         raise AssertionError(f"unknown step {step!r}")  # pragma: no cover
+
+    def _overdue(self, state: AlertState, now: float) -> list[QueuedEvent]:
+        rule = self._rules.get((state.source, state.name))
+        if rule is None:  # restored before its source started, or its source is gone: not judged yet
+            return []
+        view = self._look(state.source)
+        if state.kind == "absent":
+            return self._apply(state, absent.overdue(state, rule, view, now, self._render), now)
+        return self._apply(state, expect.overdue(state, rule, view, now, self._render), now)
 
     def _notify(self, state: AlertState, now: float, *, reminder: bool = False) -> list[QueuedEvent]:
         """Send the state's severity, title and description, unless storm control holds it back."""
@@ -225,16 +319,27 @@ class AlertEngine:
         self._changed.add(state.key)
         return [self._event(state, state.severity, state.title, description, now)]
 
-    def _resolve(self, state: AlertState, now: float, why: str) -> list[QueuedEvent]:
+    def _resolve(self, state: AlertState, now: float, why: str, *, keep: bool = False) -> list[QueuedEvent]:
+        """Close the alert (an Ok if the server has it open). ``keep``: an absence rule's state stays, its
+        clock running again from the line that closed it."""
+        self._storm.forget(state.key)
+        if keep:
+            notified = state.notified
+            state.firing = state.notified = state.owed = False
+            state.suppressed = 0
+            self._changed.add(state.key)
+            return [self._event(state, "Ok", state.title, why, now)] if notified else []
         del self.states[state.key]
         self._removed.add(state.key)
-        self._storm.forget(state.key)
         if not state.notified:
-            self.stats.suppressed["resolved_before_notified"] += 1
-            log.info("alert_resolved_before_notified", alert_key=state.key, rule=state.name)
+            if state.firing:  # timed states wait unnoticed: closing one that never fired is not news
+                self.stats.suppressed["resolved_before_notified"] += 1
+                log.info("alert_resolved_before_notified", alert_key=state.key, rule=state.name)
             return []
         # An Ok is never held back: the alert would stay open forever on the other side.
-        description = f"{why}\n\n{state.count} occurrence(s) from {iso(state.first_seen)} to {iso(state.last_seen)}"
+        description = why
+        if state.kind in ("log", "check"):
+            description += f"\n\n{state.count} occurrence(s) from {iso(state.first_seen)} to {iso(state.last_seen)}"
         return [self._event(state, "Ok", state.title, description, now)]
 
     def _event(self, state: AlertState, status: Status, title: str, description: str, now: float) -> QueuedEvent:

@@ -16,6 +16,8 @@ Steps:
 * ``"remind"``: send a reminder (a reminder held back is skipped, never owed).
 * ``"forget"``: drop a state the server never heard of (a cancelled pending window, a check back to Ok
   before it fired).
+* ``"overdue"``: an ``absent``/``expect`` timer ran out; the engine asks the rule's lifecycle, which knows
+  whether the source is behind, what to do (fire, or wait).
 * ``Resolve(why)``: close the alert, with an ``Ok`` saying ``why`` if the server has it open.
 """
 
@@ -38,7 +40,7 @@ class Resolve(NamedTuple):
     why: str
 
 
-Step = Literal["nothing", "persist", "fire", "retry", "remind", "forget"] | Resolve
+Step = Literal["nothing", "persist", "fire", "retry", "remind", "forget", "overdue"] | Resolve
 
 
 def due(states: Iterable[AlertState], now: float) -> Iterator[tuple[AlertState, Step]]:
@@ -49,13 +51,17 @@ def due(states: Iterable[AlertState], now: float) -> Iterator[tuple[AlertState, 
     for state in states:
         if state.kind == "storm":
             continue
+        if state.deadline and not state.firing:  # absent / expect: a timer, not a pending window
+            if now >= state.deadline:
+                yield state, "overdue"
+            continue
         if not state.firing:
             state.window = [t for t in state.window if t > now - PENDING_MAX_AGE]
             if not state.window:
                 yield state, "forget"
             continue
         if state.resolve_after is not None and now - state.last_seen >= state.resolve_after:
-            yield state, _quiet(state.resolve_after)
+            yield state, _quiet(state.resolve_after, state.kind == "self")
         elif state.owed:
             yield state, "retry"
         elif state.repeat_interval and now - state.last_notified >= state.repeat_interval and not state.flapping:
@@ -63,5 +69,7 @@ def due(states: Iterable[AlertState], now: float) -> Iterator[tuple[AlertState, 
 
 
 @functools.lru_cache(maxsize=64)
-def _quiet(resolve_after: float) -> Resolve:
+def _quiet(resolve_after: float, incident: bool) -> Resolve:
+    if incident:  # a self alert about something that happened (data lost, events dropped)
+        return Resolve(f"Resolved: it has not happened again for {resolve_after:g}s")
     return Resolve(f"Resolved: no matching line for {resolve_after:g}s")

@@ -37,12 +37,24 @@ class RuleLike(Protocol):
     repeat_interval: float
     samples: int
     output: str | None
+    model_fields_set: set[str]
 
     @property
     def threshold(self) -> Any: ...
 
     @property
     def resolve(self) -> Any: ...
+
+    @property
+    def absent(self) -> Any: ...
+
+    @property
+    def expect(self) -> Any: ...
+
+    @property
+    def kind(self) -> Literal["match", "absent", "expect"]: ...
+
+    def pattern(self) -> str: ...
 
 
 def alert_key(source: str, rule: RuleLike, groups: Mapping[str, str], path: str, renderer: Renderer) -> str:
@@ -98,11 +110,16 @@ def match(state: AlertState, rule: RuleLike, path: str, line: str, groups: Mappi
     values = renderer.values(state)
     state.title = render(rule.title, values)
     state.description = render(rule.description, values)
-    own = {k: render(v, values) for k, v in rule.labels.items()}
-    for name in rule.identity:  # the identity groups as labels, over a rule label of the same name
-        own[name] = fields.get(name, "")
-    state.labels = renderer.labels(state, own)
+    state.labels = renderer.labels(state, identity_labels(rule, fields, values))
     return "fire"
+
+
+def identity_labels(rule: RuleLike, fields: Mapping[str, str], values: Mapping[str, Any]) -> dict[str, str]:
+    """The rule's labels rendered, and its identity groups as labels (over a rule label of the same name)."""
+    own = {k: render(v, values) for k, v in rule.labels.items()}
+    for name in rule.identity:
+        own[name] = fields.get(name, "")
+    return own
 
 
 def recovered(state: AlertState, line: str) -> Step:
@@ -112,7 +129,7 @@ def recovered(state: AlertState, line: str) -> Step:
     return Resolve(f"Recovered: {line[:RECOVERY_MAX]}")
 
 
-def before_reminder(state: AlertState) -> None:
+def before_reminder(state: AlertState, now: float) -> None:
     """Reminders carry the updated count (and so differ from the previous event, which the server
     would otherwise discard as identical)."""
     state.description = f"{state.description.split(chr(10) + '[reminder]')[0]}\n[reminder] still firing: " \

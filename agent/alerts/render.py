@@ -75,7 +75,7 @@ class Renderer:
     def labels(self, state: AlertState, own: Mapping[str, str]) -> dict[str, str]:
         """Automatic labels first (they survive the 50-label cut), then the rule's, then the global ones."""
         auto = {"host": self.host, "source": state.source}
-        if state.kind == "log":
+        if state.kind in ("log", "absent", "expect"):
             auto["rule"] = state.name
             if state.fields.get("path"):
                 auto["path"] = state.fields["path"]

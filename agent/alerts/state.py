@@ -15,7 +15,9 @@ from typing import Literal
 
 from agent.events import Status, json_text
 
-Kind = Literal["log", "check", "storm"]
+Kind = Literal["log", "check", "storm", "absent", "expect", "self"]
+TIMED_KINDS = ("absent", "expect")
+"""Kinds whose states are kept (and persisted) while not firing: their clock is the point."""
 
 
 @dataclass(slots=True)
@@ -46,6 +48,8 @@ class AlertState:
     suppressed: int = 0
     flapping: bool = False
     window: list[float] = field(default_factory=list)  # match times while pending (threshold not reached)
+    deadline: float = 0.0  # absent / expect: when the wait runs out (0: no timer)
+    wait: float = 0.0  # absent / expect: the rule's `after` / `within` the deadline was set with
 
     def to_json(self) -> str:
         # field by field: dataclasses.asdict deep-copies recursively and showed up in the hot path

@@ -23,9 +23,11 @@ from agent import __version__
 from agent.alerts import AlertEngine
 from agent.app.checks import CheckRunner
 from agent.app.config_watch import ConfigWatch
+from agent.app.look import SourceLooks
 from agent.app.outputs import Outputs
 from agent.app.pipeline import PipelineStats
 from agent.app.reload import ReloadPlan, plan_reload
+from agent.app.self_alerts import SelfAlerts
 from agent.app.sources import SourceSet
 from agent.app.supervise import supervise
 from agent.app.ticker import AlertTicker
@@ -72,6 +74,9 @@ class Agent:
         self.sources = SourceSet(self.outbox, self.engine, self.inotify, self.ticker.tick, self.pipeline_stats)
         self.outputs = Outputs(self.outbox, metrics=self.metrics, redactor=self.redactor, stdout=stdout)
         self.checks = CheckRunner(self.engine, self.outbox, self.redactor)
+        self.engine.set_source_look(SourceLooks(self.sources))
+        self.self_alerts = SelfAlerts(self.engine, self.outbox, self.sources, lambda: self.config,
+                                      lambda: self.config_error, config_path)
         self.views = AgentViews(self)
         self.health: HealthServer | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -101,6 +106,8 @@ class Agent:
             await self.sources.start(source_config)
         self.checks.start(self.config.checks)
         self._background.append(asyncio.create_task(self.ticker.run(), name="alert-ticker"))
+        self._background.append(asyncio.create_task(supervise("self-alerts", self.self_alerts.run),
+                                                    name="self-alerts"))
         if self.config.health.enabled:
             views = self.views
             self.health = HealthServer(self.config.health, summary=views.summary, ready=views.readiness,

@@ -39,6 +39,13 @@ class SourceRuntime:
     queue: asyncio.Queue[Batch]
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     batches: int = 0
+    matching: int = 0
+    """Batches taken off the queue whose hits the alert engine has not had yet (a line read, not yet seen)."""
+
+    @property
+    def busy(self) -> bool:
+        """Read lines are still on their way to the alert engine."""
+        return self.matching > 0 or not self.queue.empty()
 
 
 @dataclass
@@ -77,8 +84,12 @@ class Pipeline:
                 while len(ahead) < MATCH_AHEAD and not queue.empty():
                     batch = queue.get_nowait()
                     ahead.append((batch, self._match(batch)))
+                self.runtime.matching = len(ahead)
                 batch, matching = ahead.popleft()
-                await self._process(batch, matching)
+                try:
+                    await self._process(batch, matching)
+                finally:
+                    self.runtime.matching = len(ahead)
         finally:
             for _, matching in ahead:
                 matching.cancel()

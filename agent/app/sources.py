@@ -63,6 +63,7 @@ class SourceSet:
             asyncio.create_task(pipeline.run(), name=f"pipeline-{cfg.name}"),
         ]
         self.running[cfg.name] = runtime
+        await self._watch_rules(cfg)
         log.info("source_started", source=cfg.name, kind=type(source).__name__, first_start=is_first_start,
                  matcher=ruleset.describe().get("engine"))
 
@@ -91,6 +92,12 @@ class SourceSet:
         runtime = self.running[cfg.name]
         runtime.ruleset = await asyncio.to_thread(RuleSet, cfg.rules)
         runtime.config = cfg
+        await self._watch_rules(cfg)
+
+    async def _watch_rules(self, cfg: SourceConfig) -> None:
+        """Absence and expect rules start their clocks (or keep the stored ones) as the source starts."""
+        events = self.engine.watch_rules(cfg.name, cfg.rules, time.time())
+        await self.outbox.writer.commit(self.engine.commit(events))
 
     def first_scans_done(self) -> bool:
         return all(rt.source.first_scan_done for rt in self.running.values())

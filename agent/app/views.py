@@ -93,6 +93,11 @@ class AgentViews:
                         for name, rt in a.sources.running.items()},
             "rules": dict(a.engine.stats.matches),
             "alerts": a.engine.open_alerts(),
+            # the agent's own blind spots; listed here too because one about the output that cannot deliver
+            # waits in the outbox like every event
+            "self_alerts": [{"condition": s.name, "object": s.fields.get("object", ""), "title": s.title,
+                             "since": s.first_seen, "notified": s.notified}
+                            for s in a.engine.self_states() if s.firing],
             "events": dict(a.engine.stats.events),
             "suppressed": dict(a.engine.stats.suppressed),
             "checks": a.checks.status(),

@@ -43,6 +43,15 @@ class DeadLetters:
         await store.write(_move)
         store.freed()
 
+    async def count(self) -> int:
+        """How many wait now (another process may have retried or purged some: read, not remembered)."""
+        def _count() -> int:
+            count = int(self._store.db.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+            self._store.stats.dead_letters = count
+            return count
+
+        return await self._store.call(_count)
+
     async def list(self) -> list[dict[str, Any]]:
         def _read() -> list[dict[str, Any]]:
             db = self._store.db

@@ -119,7 +119,7 @@ class Rotation:
 
     def lose(self, f: Stream, reason: str) -> None:
         lost = max(0, f.size - f.consumed)
-        self.stats.bytes_lost += lost
+        self.stats.lost(f.path, lost)
         log.warning("tail.stream_lost", source=self.config.name, path=f.path, key=f.key, offset=f.consumed,
                     known_unread_bytes=lost, reason=reason)
         self.finish(f, take_record(f))
@@ -171,7 +171,7 @@ class Rotation:
             f.copied_until_ns = max(copy_mtime_ns, f.copied_until_ns)
             f.copies_checked = False
         elif f.key is not None or f.record:
-            self.stats.bytes_lost += max(0, f.size - f.consumed)
+            self.stats.lost(f.path, max(0, f.size - f.consumed))
             old = self._old_content(f, f.path, f.dev, f.ino)
             self.emitter.emit(old, take_record(old), None, finished=True)
         f.key = None

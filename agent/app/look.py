@@ -1,0 +1,60 @@
+"""The agent's answer when the alert engine asks about a source before an absence or a late finish fires.
+
+Behind means a line that would answer the rule may still come: the source's first scan is not done, bytes
+on disk are not read yet, or read lines have not reached the alert engine. The reason ("why") is what the
+agent knows about the files: none matches, one cannot be read, when they were last written to, journald
+unavailable. Runs on the event loop; the few ``stat`` calls happen only when a timer is due.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from agent.alerts.render import iso
+from agent.alerts.silence import SourceView
+from agent.app.sources import SourceSet
+from agent.config import JournalSourceConfig
+
+MAX_NAMED = 3  # files named in a reason
+
+
+class SourceLooks:
+    def __init__(self, sources: SourceSet) -> None:
+        self.sources = sources
+
+    def __call__(self, name: str) -> SourceView:
+        runtime = self.sources.running.get(name)
+        if runtime is None:
+            return SourceView(True, "the source is not running")  # between a reload's stop and start
+        if not runtime.source.first_scan_done:
+            return SourceView(True, "the first scan of its files is still running")
+        status = runtime.source.status()
+        if isinstance(runtime.config, JournalSourceConfig):
+            if status.get("available") is False:
+                return SourceView(False, f"journald is not available: {status.get('error') or 'unknown error'}")
+            return SourceView(runtime.busy)
+        return self._files(runtime.config.paths, status, runtime.busy)
+
+    @staticmethod
+    def _files(paths: list[str], status: dict[str, Any], busy: bool) -> SourceView:
+        files = [f for f in status.get("files", []) if f.get("state") != "error"]
+        errors = status.get("errors", [])
+        unread = sum(int(f.get("lag_bytes") or 0) for f in files)
+        if unread or busy:
+            return SourceView(True, f"{unread} bytes not read yet" if unread else "read lines not matched yet")
+        reasons = [f"cannot read {e['path']}: {e['error']}" for e in errors[:MAX_NAMED]]
+        if not files and not errors:
+            reasons.append(f"no file matches {', '.join(paths)}")
+        newest: tuple[float, str] | None = None
+        for f in files:
+            try:
+                mtime = os.stat(f["path"]).st_mtime
+            except OSError:
+                continue
+            if newest is None or mtime > newest[0]:
+                newest = (mtime, f["path"])
+        if newest is not None:
+            reasons.append(f"{newest[1]} was last written to at {iso(newest[0])}" if len(files) == 1 else
+                           f"its {len(files)} files were last written to at {iso(newest[0])} ({newest[1]})")
+        return SourceView(False, "; ".join(reasons))

@@ -1,0 +1,78 @@
+"""The agent's look at itself, every ``self_alerts.interval``: a snapshot of its own state to
+``agent.selfwatch``, the observations to the alert engine, the events to the ordered writer.
+
+Self alerts never recurse: each is one alert per condition and object, so a self alert that cannot be
+delivered (the output it would go to is down, or rejects it) does not raise another one; it waits in the
+outbox like every event, and ``/status`` lists the open ones (``self_alerts``) meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+
+import structlog
+
+from agent.alerts import AlertEngine
+from agent.alerts.self_alert import SelfObservation
+from agent.app.sources import SourceSet
+from agent.config import Config, JournalSourceConfig
+from agent.outbox import Outbox
+from agent.selfwatch import AgentSnapshot, SelfWatch, SourceSnapshot
+
+log = structlog.get_logger(__name__)
+
+
+class SelfAlerts:
+    def __init__(self, engine: AlertEngine, outbox: Outbox, sources: SourceSet, config: Callable[[], Config],
+                 config_error: Callable[[], str], config_path: str | None) -> None:
+        self.engine = engine
+        self.outbox = outbox
+        self.sources = sources
+        self._config = config
+        self._config_error = config_error
+        self._config_path = config_path or ""
+        self.watch = SelfWatch(config().self_alerts)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._config().self_alerts.interval)
+            try:
+                await self.look(time.time())
+            except (OSError, sqlite3.Error) as exc:  # a store that cannot answer now: next time
+                log.warning("self_alerts_look_failed", error=str(exc))
+
+    async def look(self, now: float) -> None:
+        config = self._config()
+        cfg = self.watch.config = config.self_alerts
+        engine = self.engine
+        if not cfg.enabled:
+            found: list[SelfObservation] = []
+            holding: set[tuple[str, str]] = set()
+        else:
+            found, holding = self.watch.look(await self._snapshot(config), now)
+        output, events = cfg.output or config.flashduty[0].name, []
+        for observation in found:
+            events += engine.on_self(observation, output=output, severity=cfg.severity, now=now)
+        for state in engine.self_states():
+            obj = state.fields.get("object", "")
+            if state.firing and (state.resolve_after is None or not cfg.enabled) and (state.name, obj) not in holding:
+                cleared = state.fields.get("cleared") or "Resolved: the condition cleared"
+                if not cfg.enabled:
+                    cleared = "Resolved: self alerts were turned off in the dutytail config"
+                events += engine.on_self(SelfObservation(state.name, obj, False, cleared=cleared),
+                                         output=output, severity=cfg.severity, now=now)
+        if events or engine.has_changes():
+            await self.outbox.writer.commit(engine.commit(events))
+
+    async def _snapshot(self, config: Config) -> AgentSnapshot:
+        sources = []
+        for name, runtime in list(self.sources.running.items()):
+            sources.append(SourceSnapshot(name, isinstance(runtime.config, JournalSourceConfig),
+                                          runtime.source.status(), runtime.source.stats.losses(),
+                                          runtime.ruleset.abandoned()))
+        return AgentSnapshot(host=config.host, sources=sources, dead_letters=await self.outbox.dead_letters.count(),
+                             dropped=dict(self.outbox.stats.dropped), config_error=self._config_error(),
+                             config_path=self._config_path)
