@@ -333,6 +333,9 @@ def render_status(data: dict[str, Any]) -> str:
             lines.append(f"  ERROR {problem.get('path')}: {problem.get('error')}")
         if isinstance(src.get("error"), str):
             lines.append(f"  ERROR {src['error']}")
+    for alert in data.get("self_alerts") or []:
+        lines.append(f"SELF ALERT {alert.get('condition')} {alert.get('object')}: {alert.get('title')}"
+                     + ("" if alert.get("notified") else "  (not delivered yet)"))
     alerts = data.get("alerts", [])
     lines.append(f"open alerts: {len(alerts)}")
     for alert in alerts[:20]:
@@ -430,6 +433,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `dutytail test-rule --json log | head`: the reader has what it wanted
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # so the flush at exit does not fail again
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from agent.units import Duration
 
 BUILTIN_FIELDS = {"host", "path", "line", "rule", "source", "count", "first_seen", "last_seen", "samples",
                   "severity", "status",
-                  "unit", "priority", "identifier", "pid"}  # the last four: journald entries only
+                  "unit", "priority", "identifier", "pid",  # these four: journald entries only
+                  "silent_for", "why"}  # absent and expect rules only
 
 
 def _compile(pattern: str) -> re.Pattern[str]:

@@ -66,8 +66,9 @@ def test_absence_waits_while_the_source_is_behind_then_says_so() -> None:
     behind = SourceView(True, "4096 bytes not read yet")
     engine.set_source_look(lambda source: behind)
     engine.watch_rules("app", rules, T0)
-    assert tick(engine, 100) == []  # due at 60, held while behind
-    fired = tick(engine, 120)  # held at most one more wait
+    assert tick(engine, 100) == []  # due at 60, held from 100 while behind
+    assert tick(engine, 159) == []
+    fired = tick(engine, 160)  # held at most one more wait
     assert statuses(fired) == ["Critical"]
     assert "the agent is behind reading it: 4096 bytes not read yet" in fired[0]["description"]
 
@@ -84,9 +85,11 @@ def test_a_backlog_line_counts_for_when_it_was_written() -> None:
 
 
 def test_a_stamp_not_after_the_last_seen_counts_as_read_now() -> None:
-    assert seen_at("2020-01-01T00:00:00Z heartbeat ok (quoted old date)", T0, T0 - 10) == T0
-    assert seen_at("no stamp", T0, 0.0) == T0
-    assert seen_at("2099-01-01T00:00:00Z from the future", T0, 0.0) == T0
+    assert seen_at("2020-01-01T00:00:00Z heartbeat ok (quoted old date)", T0, T0 - 10, 0.0) == T0
+    assert seen_at("2020-01-01T00:00:00Z heartbeat ok (quoted old date)", T0, 0.0, T0 - 600) == T0  # too old
+    assert seen_at("no stamp", T0, 0.0, 0.0) == T0
+    assert seen_at("2099-01-01T00:00:00Z from the future", T0, 0.0, 0.0) == T0
+    assert seen_at("2027-01-15T08:08:00Z heartbeat ok", T0 + 500, 0.0, T0) == T0 + 480
 
 
 def test_absence_state_is_persisted_while_quiet_and_restored_with_its_clock() -> None:
@@ -193,3 +196,26 @@ def test_state_round_trips_with_its_timer() -> None:
     state = AlertState(key="k", kind="absent", source="app", name="hb", output="default", deadline=5.0, wait=3.0)
     again = AlertState.from_json(state.to_json())
     assert (again.kind, again.deadline, again.wait) == ("absent", 5.0, 3.0)
+
+
+def test_an_expect_start_quoting_an_old_date_waits_from_when_it_was_read() -> None:
+    engine, rules = make_engine(), [backup()]
+    engine.watch_rules("app", rules, T0)
+    feed(engine, rules, "2019-03-01T00:00:00Z backup db started (rerun of the 2019 job)", 0)
+    assert tick(engine, 1) == []  # not "started 7 years ago"
+    assert statuses(tick(engine, 100)) == ["Warning"]
+
+
+def test_after_a_long_downtime_the_hold_counts_from_when_the_source_was_first_seen_behind() -> None:
+    engine, rules = make_engine(), [heartbeat()]
+    engine.watch_rules("app", rules, T0)
+    feed(engine, rules, "heartbeat ok", 0)
+    restored = make_engine()
+    restored.restore(dict(engine.take_changes()[0]))
+    behind = True
+    restored.set_source_look(lambda source: SourceView(behind, "first scan"))
+    restored.watch_rules("app", rules, T0 + 1000)  # down for 1000 s: long overdue
+    assert tick(restored, 1000) == []  # the backlog may hold heartbeats: wait
+    feed(restored, rules, "heartbeat ok", 1001)  # ... and it did
+    behind = False
+    assert tick(restored, 1002) == []

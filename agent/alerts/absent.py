@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from agent.alerts.lifecycle import Resolve, Step
 from agent.alerts.log_rule import FIELD_MAX, LINE_MAX, RuleLike, identity_labels
 from agent.alerts.render import Renderer, iso
-from agent.alerts.silence import HOLD_WHILE_BEHIND, SourceView
+from agent.alerts.silence import SourceView, held
 from agent.alerts.state import AlertState
 from agent.events import render
 from agent.units import format_duration
@@ -50,6 +50,7 @@ def seen(state: AlertState, path: str, line: str, groups: Mapping[str, str], at:
     state.count += 1
     state.fields = {**{k: str(v)[:FIELD_MAX] for k, v in groups.items()}, "line": line[:LINE_MAX], "path": path}
     state.deadline = at + state.wait
+    state.held_since = 0.0
     if state.firing:
         return Resolve(f"A matching line arrived after {format_duration(silent)} of silence: {line[:LINE_MAX]}")
     return "persist"
@@ -57,7 +58,8 @@ def seen(state: AlertState, path: str, line: str, groups: Mapping[str, str], at:
 
 def overdue(state: AlertState, rule: RuleLike, view: SourceView, now: float, renderer: Renderer) -> Step:
     """The deadline has passed: fire, unless the source is behind (then wait, up to a bound)."""
-    if view.behind and now < state.deadline + state.wait * HOLD_WHILE_BEHIND:
+    wait_more, state.held_since = held(state.held_since, view, now, state.wait)
+    if wait_more:
         return "nothing"
     since = max(state.last_seen, state.first_seen)
     silent = format_duration(now - since)

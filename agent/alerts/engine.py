@@ -25,7 +25,7 @@ from agent.alerts.lifecycle import Resolve, Step
 from agent.alerts.log_rule import RuleLike
 from agent.alerts.render import Renderer, build_event, iso
 from agent.alerts.self_alert import SelfObservation
-from agent.alerts.silence import SourceLook, never_behind, seen_at
+from agent.alerts.silence import STAMP_HORIZON, SourceLook, never_behind, seen_at
 from agent.alerts.state import TIMED_KINDS, AlertState, EngineStats, Kind
 from agent.alerts.storm import StormControl
 from agent.events import Status
@@ -148,9 +148,9 @@ class AlertEngine:
         if kind == "match":
             return self._apply(state, log_rule.match(state, rule, path, line, groups, now, self._render), now)
         if kind == "absent":
-            at = seen_at(line, now, state.last_seen) if self._line_clock else now
+            at = self._seen_at(line, now, state.last_seen, rule.absent.after)
             return self._apply(state, absent.seen(state, path, line, groups, at), now)
-        at = seen_at(line, now, 0.0) if self._line_clock else now
+        at = self._seen_at(line, now, 0.0, rule.expect.within)
         return self._apply(state, expect.started(state, rule, path, line, groups, at), now)
 
     def on_resolve_match(self, source: str, rule: RuleLike, path: str, line: str, groups: Mapping[str, str],
@@ -159,9 +159,14 @@ class AlertEngine:
         if state is None:
             return []
         if state.kind == "expect":
-            at = seen_at(line, now, 0.0) if self._line_clock else now
+            at = self._seen_at(line, now, 0.0, state.wait)
             return self._apply(state, expect.finished(state, line, at), now)
         return self._apply(state, log_rule.recovered(state, line), now)
+
+    def _seen_at(self, line: str, now: float, previous: float, wait: float) -> float:
+        if not self._line_clock:
+            return now
+        return seen_at(line, now, previous, now - STAMP_HORIZON * wait)
 
     def watch_rules(self, source: str, rules: Sequence[RuleLike], now: float) -> list[QueuedEvent]:
         """A source's rules (re)start (start, reload, restart): ``absent`` rules without ``identity`` get their

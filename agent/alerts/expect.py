@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from agent.alerts.lifecycle import Resolve, Step
 from agent.alerts.log_rule import FIELD_MAX, LINE_MAX, RuleLike, identity_labels
 from agent.alerts.render import Renderer, iso
-from agent.alerts.silence import HOLD_WHILE_BEHIND, SourceView
+from agent.alerts.silence import SourceView, held
 from agent.alerts.state import AlertState
 from agent.events import render
 from agent.units import format_duration
@@ -35,6 +35,7 @@ def started(state: AlertState, rule: RuleLike, path: str, line: str, groups: Map
     state.first_seen = state.last_seen = at
     state.wait = rule.expect.within
     state.deadline = at + state.wait
+    state.held_since = 0.0
     state.fields = {**{k: str(v)[:FIELD_MAX] for k, v in groups.items()}, "line": line[:LINE_MAX], "path": path}
     return "persist"
 
@@ -49,7 +50,8 @@ def finished(state: AlertState, line: str, at: float) -> Step:
 
 def overdue(state: AlertState, rule: RuleLike, view: SourceView, now: float, renderer: Renderer) -> Step:
     """The wait ran out: fire, unless the source is behind (the finish may be unread yet)."""
-    if view.behind and now < state.deadline + state.wait * HOLD_WHILE_BEHIND:
+    wait_more, state.held_since = held(state.held_since, view, now, state.wait)
+    if wait_more:
         return "nothing"
     late = format_duration(now - state.first_seen)
     why = f"the agent is behind reading the source{': ' + view.why if view.why else ''}" if view.behind else view.why
@@ -59,7 +61,7 @@ def overdue(state: AlertState, rule: RuleLike, view: SourceView, now: float, ren
     values = renderer.values(state)
     state.title = render(rule.title, values)
     parts = [f"Started at {iso(state.first_seen)} and not finished within {format_duration(state.wait)} "
-             f"(started {late} ago): no line matching {rule.expect.match!r} yet.",
+             f"(started {late} ago): no line matching '{rule.expect.match}' yet.",
              f"Start: {state.fields.get('line', '')}"]
     if why:
         parts.append(f"Why: {why}.")

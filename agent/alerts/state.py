@@ -50,6 +50,7 @@ class AlertState:
     window: list[float] = field(default_factory=list)  # match times while pending (threshold not reached)
     deadline: float = 0.0  # absent / expect: when the wait runs out (0: no timer)
     wait: float = 0.0  # absent / expect: the rule's `after` / `within` the deadline was set with
+    held_since: float = 0.0  # absent / expect: due, but held since then while the source is behind
 
     def to_json(self) -> str:
         # field by field: dataclasses.asdict deep-copies recursively and showed up in the hot path
@@ -63,7 +64,7 @@ class AlertState:
 
 
 # samples only feed the description when the alert fires, which has happened by the time it is persisted
-_PERSISTED_FIELDS = [f.name for f in fields(AlertState) if f.name not in ("window", "samples")]
+_PERSISTED_FIELDS = [f.name for f in fields(AlertState) if f.name not in ("window", "samples", "held_since")]
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ outbox like every event, and ``/status`` lists the open ones (``self_alerts``) m
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -33,7 +34,7 @@ class SelfAlerts:
         self.sources = sources
         self._config = config
         self._config_error = config_error
-        self._config_path = config_path or ""
+        self._config_path = os.path.abspath(config_path) if config_path else ""  # one key however it was named
         self.watch = SelfWatch(config().self_alerts)
 
     async def run(self) -> None:
