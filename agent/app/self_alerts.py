@@ -9,10 +9,12 @@ outbox like every event, and ``/status`` lists the open ones (``self_alerts``) m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import time
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -57,9 +59,11 @@ class SelfAlerts:
         output, events = cfg.output or config.flashduty[0].name, []
         for observation in found:
             events += engine.on_self(observation, output=output, severity=cfg.severity, now=now)
+        settled = not cfg.enabled or self._settled(config)
         for state in engine.self_states():
             obj = state.fields.get("object", "")
-            if state.firing and (state.resolve_after is None or not cfg.enabled) and (state.name, obj) not in holding:
+            if (state.firing and settled and (state.resolve_after is None or not cfg.enabled)
+                    and (state.name, obj) not in holding):
                 cleared = state.fields.get("cleared") or "Resolved: the condition cleared"
                 if not cfg.enabled:
                     cleared = "Resolved: self alerts were turned off in the dutytail config"
@@ -68,12 +72,37 @@ class SelfAlerts:
         if events or engine.has_changes():
             await self.outbox.writer.commit(engine.commit(events))
 
+    def _settled(self, config: Config) -> bool:
+        """Every configured source runs and has scanned its files once: only then does a condition missing
+        from the snapshot mean that it cleared, not that the agent is starting, stopping (sources stop
+        before this task does) or restarting a source for a reload."""
+        running = self.sources.running
+        configured = {s.name for s in [*config.logs, *config.journal]}
+        return configured <= running.keys() and all(rt.source.first_scan_done for rt in running.values())
+
     async def _snapshot(self, config: Config) -> AgentSnapshot:
         sources = []
         for name, runtime in list(self.sources.running.items()):
-            sources.append(SourceSnapshot(name, isinstance(runtime.config, JournalSourceConfig),
-                                          runtime.source.status(), runtime.source.stats.losses(),
+            journal = isinstance(runtime.config, JournalSourceConfig)
+            status = runtime.source.status()
+            if not journal and runtime.queue.full():
+                status = _sizes_on_disk(status)
+            sources.append(SourceSnapshot(name, journal, status, runtime.source.stats.losses(),
                                           runtime.ruleset.abandoned()))
         return AgentSnapshot(host=config.host, sources=sources, dead_letters=await self.outbox.dead_letters.count(),
                              dropped=dict(self.outbox.stats.dropped), config_error=self._config_error(),
                              config_path=self._config_path)
+
+
+def _sizes_on_disk(status: dict[str, Any]) -> dict[str, Any]:
+    """A source held back by backpressure (its queue full: the outbox or the engine is not taking more) does
+    not look at its files, so the sizes in its status are the last it saw. Take them from the disk, so the
+    lag shows what is really unread (a path now naming a newer file only overstates it)."""
+    files = []
+    for f in status.get("files", []):
+        with contextlib.suppress(OSError):
+            size = os.stat(f["path"]).st_size
+            if size > int(f.get("size") or 0):
+                f = {**f, "size": size, "lag_bytes": max(0, size - int(f.get("offset") or 0))}
+        files.append(f)
+    return {**status, "files": files}
