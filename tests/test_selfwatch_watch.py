@@ -6,6 +6,7 @@ for what the holding set is for: an open alert survives a restart and clears wit
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -329,7 +330,8 @@ class FakeSources:
         self.status: dict[str, Any] = {"files": [], "errors": []}
         self.source = SimpleNamespace(status=lambda: self.status, stats=SimpleNamespace(losses=dict),
                                       first_scan_done=True)
-        self.app = SimpleNamespace(config=object(), source=self.source, ruleset=SimpleNamespace(abandoned=dict))
+        self.app = SimpleNamespace(config=object(), source=self.source, ruleset=SimpleNamespace(abandoned=dict),
+                                   queue=asyncio.Queue(maxsize=8))
         self.running: dict[str, Any] = {"app": self.app}
 
 
