@@ -95,11 +95,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     rules = sum(len(s.rules) for s in sources)
     print(f"{args.config}: OK ({len(sources)} sources, {rules} rules, {len(config.checks)} checks, "
           f"{len(config.flashduty)} outputs)")
+    for file in config.files[1:]:
+        here = [s.name for s in sources if config.origin(s.name) == file]
+        checks = [c.name for c in config.checks if config.origin(c.name) == file]
+        print(f"  {file}: OK ({len(here)} sources{': ' + ', '.join(here) if here else ''}; {len(checks)} checks"
+              f"{': ' + ', '.join(checks) if checks else ''})")
     for source in sources:
         info = RuleSet(source.rules).describe()
         slow = sorted({str(f.get("pattern")) for f in info.get("fallback") or [] if isinstance(f, dict)})
         note = f"; checked with Python re on every line (slower): {', '.join(slow)}" if slow else ""
-        print(f"  source {source.name}: matcher {info.get('engine')}{note}")
+        print(f"  source {source.name} ({config.origin(source.name)}): matcher {info.get('engine')}{note}")
     for output in config.flashduty:
         where = "dry run (events printed to stdout)" if output.dry_run() else redactor.text(
             _safe_url(output))
@@ -322,8 +327,8 @@ def render_status(data: dict[str, Any]) -> str:
                      f"last success {ago}" + (f", last error: {out['last_error']}" if out.get("last_error") else ""))
     for name, src in data.get("sources", {}).items():
         files = src.get("files") or []
-        lines.append(f"source {name} ({src.get('kind')}): {len(files)} files, matcher "
-                     f"{(src.get('matcher') or {}).get('engine')}")
+        lines.append(f"source {name} ({src.get('kind')}, from {src.get('config_file') or '-'}): {len(files)} files, "
+                     f"matcher {(src.get('matcher') or {}).get('engine')}")
         for f in files[:20]:
             err = f" ERROR {f['last_error']}" if f.get("last_error") else ""
             lines.append(f"  {f.get('path')}  {f.get('state', '')}  offset {f.get('offset')}  "

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from agent import config_files as include
 from agent.alerts import AlertsConfig
 from agent.checks import CheckConfig, validate_unique_names
 from agent.health import HealthConfig
@@ -51,7 +52,7 @@ class ConfigError(Exception):
     """An invalid config file; ``str()`` gives one ``FILE:LINE:COL: key.path: message`` line per problem."""
 
     def __init__(self, problems: Sequence[ConfigProblem]) -> None:
-        self.problems = sorted(problems, key=lambda p: (p.line, p.column))
+        self.problems = sorted(set(problems), key=lambda p: (p.file, p.line, p.column, p.path, p.message))
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
@@ -106,6 +107,13 @@ class _Document:
 
     def problem(self, where: Location, path: KeyPath, message: str) -> None:
         self.problems.append(ConfigProblem(self.file, where[0], where[1], format_path(path), message))
+
+    def has(self, path: KeyPath) -> bool:
+        return path in self.key_marks or path in self.value_marks
+
+    def where(self, path: KeyPath, *, prefer_key: bool = False) -> tuple[str, int, int]:
+        """``locate``, with the file (the merged document of ``include`` answers for several files)."""
+        return (self.file, *self.locate(path, prefer_key=prefer_key))
 
     def locate(self, path: KeyPath, *, prefer_key: bool = False) -> Location:
         """The most specific known location for a pydantic error path (it may name model-internal parts)."""
@@ -307,6 +315,24 @@ class Config(BaseModel):
     journal: list[JournalSourceConfig] = Field(default_factory=list)
     checks: list[CheckConfig] = Field(default_factory=list)
     self_alerts: SelfAlertsConfig = Field(default_factory=SelfAlertsConfig)
+    # from `include:` (agent/config_files.py): read when loading, not keys of the file
+    _files: list[str] = PrivateAttr(default_factory=list)
+    _include_globs: list[str] = PrivateAttr(default_factory=list)
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def files(self) -> list[str]:
+        """Every file this config was read from, the main one first."""
+        return list(self._files)
+
+    @property
+    def include_globs(self) -> list[str]:
+        """The absolute globs of ``include`` (the config watch follows their directories)."""
+        return list(self._include_globs)
+
+    def origin(self, name: str) -> str | None:
+        """The file a source or check is defined in."""
+        return self._origins.get(name)
 
     @field_validator("flashduty", mode="before")
     @classmethod
@@ -364,43 +390,48 @@ class Config(BaseModel):
         return found
 
 
-def _problems_from_validation(exc: ValidationError, doc: _Document) -> list[ConfigProblem]:
+def _problems_from_validation(exc: ValidationError, doc: include.MergedDocument) -> list[ConfigProblem]:
     problems = []
     for error in exc.errors(include_url=False):
         loc: KeyPath = tuple(p for p in error["loc"] if isinstance(p, str | int))
         # pydantic appends union/validator tags to locations; keep only parts that exist in the document
         path: list[str | int] = []
         for part in loc:
-            if (*path, part) in doc.key_marks or (*path, part) in doc.value_marks:
+            if doc.has((*path, part)):
                 path.append(part)
             elif error["type"] in ("extra_forbidden", "missing") and part == loc[-1]:
                 path.append(part)
         key_path = tuple(path)
-        where = doc.locate(key_path, prefer_key=error["type"] == "extra_forbidden")
+        where = doc.where(key_path, prefer_key=error["type"] == "extra_forbidden")
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key"
         elif error["type"] == "missing":
             message = "required key is missing"
-            where = doc.locate(key_path[:-1])
+            where = doc.where(key_path[:-1])
         message = message.removeprefix("Value error, ")
-        problems.append(ConfigProblem(doc.file, where[0], where[1], format_path(key_path), message))
+        problems.append(ConfigProblem(where[0], where[1], where[2], format_path(doc.own_path(key_path)), message))
     return problems
 
 
-def parse_config(text: str, file: str = "<config>") -> Config:
-    """Validate config text; raise ConfigError listing every problem with its location."""
+def parse_config(text: str, file: str = "<config>", base_dir: str | None = None) -> Config:
+    """Validate config text (and the files its ``include`` names, relative to ``base_dir``: by default the
+    file's directory); raise ConfigError listing every problem with its file and location."""
     data, doc = parse_yaml(text, file)
-    if doc.problems:
-        raise ConfigError(doc.problems)
     if not isinstance(data, dict):
-        raise ConfigError([ConfigProblem(file, 1, 1, "", "the config file must be a mapping of keys")])
+        raise ConfigError([*doc.problems, ConfigProblem(file, 1, 1, "", "the config file must be a mapping of keys")])
+    included, problems = include.expand(data, doc, base_dir or os.path.dirname(file) or ".")
+    problems = [*doc.problems, *problems]
+    if problems:
+        raise ConfigError(problems)
     try:
         labels = data.get("labels")
         context = {"global_labels": set(labels) if isinstance(labels, dict) else set()}
-        return Config.model_validate(data, context=context)
+        config = Config.model_validate(included.data, context=context)
     except ValidationError as exc:
-        raise ConfigError(_problems_from_validation(exc, doc)) from None
+        raise ConfigError(_problems_from_validation(exc, included.document)) from None
+    config._files, config._include_globs, config._origins = included.files, included.globs, included.origins
+    return config
 
 
 def secret_warnings(config: Config, config_path: str | os.PathLike[str] | None) -> list[str]:

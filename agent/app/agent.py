@@ -118,7 +118,7 @@ class Agent:
         if interval:
             self._background.append(asyncio.create_task(watchdog_loop(self.notifier, interval), name="watchdog"))
         if self.config_path:
-            watch = ConfigWatch(self.config_path, self.inotify, self.reload)
+            watch = ConfigWatch(self.config_path, self.inotify, self.reload, lambda: self.config.include_globs)
             self._background.append(asyncio.create_task(supervise("config-watch", watch.run), name="config-watch"))
         await self.sources.wait_first_scans()
         self.ready = True

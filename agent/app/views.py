@@ -88,7 +88,9 @@ class AgentViews:
             "host": a.config.host,
             "config_path": a.config_path,
             "last_reload": a.last_reload,
+            "config_files": a.config.files,
             "sources": {name: {"kind": type(rt.source).__name__, "batches": rt.batches,
+                               "config_file": a.config.origin(name),
                                "matcher": rt.ruleset.describe(), **rt.source.status()}
                         for name, rt in a.sources.running.items()},
             "rules": dict(a.engine.stats.matches),
@@ -100,7 +102,8 @@ class AgentViews:
                             for s in a.engine.self_states() if s.firing],
             "events": dict(a.engine.stats.events),
             "suppressed": dict(a.engine.stats.suppressed),
-            "checks": a.checks.status(),
+            "checks": {name: {**check, "config_file": a.config.origin(name)} if isinstance(check, dict) else check
+                       for name, check in a.checks.status().items()},
             "outbox": {
                 "depth": stats.depth,
                 "bytes": stats.bytes,
