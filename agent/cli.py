@@ -66,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     dry_run = all(o.dry_run() for o in config.flashduty)
     # In dry run stdout carries the event bodies (pipe them to jq); logs move to stderr.
-    configure_logging(config.log_level, stream=sys.stderr if dry_run else sys.stdout)
+    configure_logging(config.log_level, stream=sys.stderr if dry_run else sys.stdout, log_format=config.log_format)
 
     async def main() -> None:
         agent = Agent(config, args.config, redactor=_redactor(config))

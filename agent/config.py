@@ -14,7 +14,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -306,6 +306,7 @@ class Config(BaseModel):
     host: str = Field(default_factory=socket.gethostname, description="host label; defaults to the hostname")
     labels: dict[str, str] = Field(default_factory=dict)
     log_level: str = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal, JSON lines otherwise
     shutdown_timeout: Duration = 10.0
     flashduty: list[OutputConfig] = Field(default_factory=lambda: [OutputConfig()])
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)

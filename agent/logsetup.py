@@ -81,11 +81,15 @@ _GENERIC = Redactor()  # no secrets of its own: the integration_key= rule alone
 LIVE_REDACTORS = _LiveRedactors()
 
 
-def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
-    """JSON lines, one per event, with ISO timestamps and redaction (by every live redactor) as the last step
-    before rendering."""
+def configure_logging(level: str = "info", stream: TextIO | None = None, log_format: str = "auto") -> None:
+    """JSON lines, one per event (what journald and log shippers read), or on a terminal (``auto``, or
+    ``console``) structlog's readable colored lines; ISO timestamps, and redaction (by every live redactor)
+    as the last step before rendering, in both."""
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     out = stream or sys.stdout
+    console = log_format == "console" or (log_format == "auto" and _is_terminal(out))
+    renderer: Any = structlog.dev.ConsoleRenderer(colors=_is_terminal(out)) if console else \
+        structlog.processors.JSONRenderer()
 
     def _format_exc(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         return structlog.processors.format_exc_info(_logger, _name, event_dict)  # type: ignore[arg-type]
@@ -97,9 +101,16 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _format_exc,
             LIVE_REDACTORS,
-            structlog.processors.JSONRenderer(),
+            renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or odd stream
+        return False

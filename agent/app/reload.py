@@ -38,6 +38,8 @@ def plan_reload(old: Config, new: Config, running: Mapping[str, SourceConfig]) -
         keep.update(state_dir=old.state_dir, outbox=old.outbox)
     if new.health != old.health:
         keep.update(health=old.health)
+    if new.log_format != old.log_format:
+        keep.update(log_format=old.log_format)
     plan = ReloadPlan(new.model_copy(update=keep) if keep else new, needs_restart=list(keep))
 
     old_outputs = {o.name: o for o in old.flashduty}
