@@ -25,7 +25,7 @@ from agent.alerts.lifecycle import Resolve, Step
 from agent.alerts.log_rule import RuleLike
 from agent.alerts.render import Renderer, build_event, iso
 from agent.alerts.self_alert import SelfObservation
-from agent.alerts.silence import STAMP_HORIZON, SourceLook, never_behind, seen_at
+from agent.alerts.silence import STAMP_HORIZON, SourceLook, SourceView, never_behind, seen_at
 from agent.alerts.state import TIMED_KINDS, AlertState, EngineStats, Kind
 from agent.alerts.storm import StormControl
 from agent.events import Status
@@ -48,7 +48,7 @@ class AlertEngine:
 
     # slots: settings are changed with reconfigure(); a stray `engine.host = ...` fails instead of doing nothing
     __slots__ = ("_capacity_logged", "_capacity_unlogged", "_changed", "_config", "_default_output", "_line_clock",
-                 "_look", "_removed", "_render", "_rules", "_storm", "states", "stats")
+                 "_look", "_looked", "_removed", "_render", "_rules", "_storm", "states", "stats")
 
     def __init__(self, config: AlertsConfig, *, host: str, global_labels: Mapping[str, str],
                  default_output: str, line_clock: bool = True) -> None:
@@ -67,6 +67,7 @@ class AlertEngine:
         self._capacity_unlogged = 0  # identities suppressed since then
         self._rules: dict[tuple[str, str], RuleLike] = {}  # (source, rule) -> rule, for timers falling due
         self._look: SourceLook = never_behind
+        self._looked: dict[str, SourceView] | None = None  # the looks of the tick in progress
 
     def set_source_look(self, look: SourceLook) -> None:
         """How the engine asks whether a source is behind before an absence or a late finish fires."""
@@ -231,8 +232,12 @@ class AlertEngine:
     def tick(self, now: float) -> list[QueuedEvent]:
         """Quiet-period resolves, reminders, delayed notifications and the storm summary."""
         out: list[QueuedEvent] = []
-        for state, step in lifecycle.due(list(self.states.values()), now):
-            out += self._apply(state, step, now)
+        self._looked = {}  # one look per source and tick, however many timers fall due
+        try:
+            for state, step in lifecycle.due(list(self.states.values()), now):
+                out += self._apply(state, step, now)
+        finally:
+            self._looked = None
         out += self._storm_summary(now)
         return out
 
@@ -300,7 +305,11 @@ class AlertEngine:
         rule = self._rules.get((state.source, state.name))
         if rule is None:  # restored before its source started, or its source is gone: not judged yet
             return []
-        view = self._look(state.source)
+        view = self._looked.get(state.source) if self._looked is not None else None
+        if view is None:
+            view = self._look(state.source)
+            if self._looked is not None:
+                self._looked[state.source] = view
         if state.kind == "absent":
             return self._apply(state, absent.overdue(state, rule, view, now, self._render), now)
         return self._apply(state, expect.overdue(state, rule, view, now, self._render), now)
