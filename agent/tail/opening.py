@@ -15,7 +15,7 @@ from agent.tail.config import TailConfig
 from agent.tail.emit import Emitter
 from agent.tail.identity import OPEN_FLAGS, holds_content
 from agent.tail.problems import FileProblems
-from agent.tail.stream import Stream, guard_before, real_path
+from agent.tail.stream import GUARD_BYTES, Stream, guard_before, real_path
 from agent.tail.table import Ident, StreamTable
 
 log = structlog.get_logger(__name__)
@@ -61,7 +61,9 @@ class StreamOpener:
                 position, skipping = self._end_position(fd, st.st_size)
                 f.consumed = f.read_end = position
                 f.skipping_long_line = skipping
-                f.guard = guard_before(f, position)
+                # a small file ends where its head does: the guard is the same bytes, share the object
+                head = f.head
+                f.guard = head if head and len(head) == position <= GUARD_BYTES else guard_before(f, position)
                 self.emitter.emit(f, [], None)
             table.add(f)
             if f.read_end < st.st_size or f.skipping_long_line:

@@ -191,7 +191,7 @@ class Rotation:
         skip = set(self.table.by_id) | self.known()
         live_head = pread_exact(live.fd, self.config.fingerprint_bytes, 0) if live.fd is not None else b""
         if old_head:
-            live.read_heads = [*live.read_heads[-15:], old_head]  # the generation just finished was read
+            live.read_heads = (*live.read_heads[-15:], old_head)  # the generation just finished was read
         heads = [h for h in (*live.read_heads, live_head) if h]
         try:
             generations = later_generations(live, copy_path, copy_mtime_ns, skip=skip, heads=heads)

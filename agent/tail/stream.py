@@ -66,8 +66,10 @@ class Stream:
     record_start: int = 0
     record_updated: float = 0.0
 
-    read_heads: list[bytes] = field(default_factory=list)
-    """copytruncate: the first bytes of the generations of this file read so far (their copies are known)."""
+    read_heads: tuple[bytes, ...] = ()
+    """copytruncate: the first bytes of the generations of this file read so far (their copies are known).
+    A tuple, replaced when it grows: almost no stream ever has one, and an empty list would cost every stream
+    56 B (2,000 idle files: 110 KiB)."""
     copies_checked: bool = True
     """False from a copytruncate restart until the file is seen with content again: then copies newer than
     ``copied_until_ns`` are looked at once (a rotation while the file was still empty cannot be seen)."""
