@@ -200,18 +200,29 @@ class Rotation:
                         error=str(exc))
             return
         for path, fd, compressed in generations:
+            # A copy and its archive can both be there (logrotate compressing the copy right now): the same
+            # generation twice. Each generation followed here joins ``heads``, so the other is skipped.
             if compressed:
                 os.close(fd)
-                inner = decompressed_head(path, self.config.fingerprint_bytes)
-                if not inner or any(inner[: len(h)] == h for h in heads):
+                head = decompressed_head(path, self.config.fingerprint_bytes)
+                if not head or any(head[: len(h)] == h for h in heads):
                     continue  # not readable, or an archive of content the reader knows
                 unpacked = unpack_whole(path)
                 if unpacked is None:
                     continue
                 fd = unpacked
                 self.stats.compressed_reads += 1
+            else:
+                head = pread_exact(fd, self.config.fingerprint_bytes, 0)
+                if head and any(head[: len(h)] == h for h in heads):
+                    os.close(fd)
+                    continue
             stream = self.opener.follow_from_start(path, fd, now, skip, "a generation rotated unread")
             if stream is not None:
+                heads.append(head)
+                # read now: at the next truncation its copy or archive (renamed on: app.log.1.gz -> .2.gz) is
+                # content the reader knows, though no followed stream has that identity
+                live.read_heads = (*live.read_heads[-15:], head)
                 self.start_draining(stream, "generation rotated while the reader was behind")
 
     @staticmethod

@@ -72,7 +72,8 @@ class Siblings:
         (``heads()``: the first bytes of the followed streams now, asked for only when a candidate needs it;
         and of streams read whole)."""
         known: set[str] | None = None
-        found: list[tuple[int, str, int]] = []
+        found: list[tuple[int, str, int, bool]] = []
+        chosen: set[str] = set()  # a copy and its archive being written: one generation, read once
         for path, st in self._entries():
             ident = (st.st_dev, st.st_ino)
             if ident in followed:
@@ -99,9 +100,10 @@ class Siblings:
                 continue
             if known is None:
                 known = heads()
-            if fp in known:
+            if fp in known or fp in chosen:
                 os.close(fd)
                 continue
+            chosen.add(fp)
             found.append((st.st_mtime_ns, path, fd, compressed))
         found.sort()
         return [(path, fd, compressed) for _mtime, path, fd, compressed in found]
