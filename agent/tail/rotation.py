@@ -157,6 +157,11 @@ class Rotation:
                     copy = (unpacked[0], unpacked[1], os.fstat(unpacked[1]))
                     copy_mtime_ns = os.stat(unpacked[0]).st_mtime_ns
                     self.stats.compressed_reads += 1
+        if copy is not None and not f.consumed and not f.record and self._read_whole_already(f, copy[1]):
+            # The reader had read nothing of this content, and a look for generations rotated unread already
+            # read its copy whole (the file was truncated again before the reader got to it): not twice.
+            os.close(copy[1])
+            copy = None
         log.warning("tail.truncated", source=self.config.name, path=f.path, offset=f.consumed,
                     copy=copy[0] if copy else None)
         if copy is not None:
@@ -174,6 +179,10 @@ class Rotation:
             self.stats.lost(f.path, max(0, f.size - f.consumed))
             old = self._old_content(f, f.path, f.dev, f.ino)
             self.emitter.emit(old, take_record(old), None, finished=True)
+        if copy is None and f.copied_until_ns:
+            # truncated again before the reader saw any of this generation: its copy, if any, is one of the
+            # copies newer than the last one drained, looked for once content shows up (core: copies_checked)
+            f.copies_checked = False
         f.key = None
         f.head = pread_exact(f.fd, self.config.fingerprint_bytes, 0) if f.fd is not None else b""
         f.guard = b""
@@ -224,6 +233,11 @@ class Rotation:
                 # content the reader knows, though no followed stream has that identity
                 live.read_heads = (*live.read_heads[-15:], head)
                 self.start_draining(stream, "generation rotated while the reader was behind")
+
+    def _read_whole_already(self, f: Stream, fd: int) -> bool:
+        """Does the file on ``fd`` start like a generation of ``f`` that was read whole (``read_heads``)?"""
+        head = pread_exact(fd, self.config.fingerprint_bytes, 0)
+        return bool(head) and any(h and head[: len(h)] == h for h in f.read_heads)
 
     @staticmethod
     def _old_content(f: Stream, path: str, dev: int, ino: int) -> Stream:
