@@ -10,9 +10,11 @@ from agent.sender.limiter import SlidingWindowLimiter
 from agent.sender.once import send_once
 from agent.sender.outcome import SendOutcome, backoff_delay, classify, parse_retry_after
 from agent.sender.sender import OutputSender, OutputStats
+from agent.sender.share import FleetShare
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "FleetShare",
     "OutputConfig",
     "OutputSender",
     "OutputStats",

@@ -6,6 +6,8 @@ import asyncio
 import collections
 import time
 
+from agent.sender.share import FleetShare
+
 
 class SlidingWindowLimiter:
     """Exact sliding windows (e.g. 100/s and 1000/min) — a token bucket would let 1000 through in the
@@ -14,10 +16,13 @@ class SlidingWindowLimiter:
     A send counts as in flight from ``acquire()`` and is stamped when it completes (``done()``): the server
     counts the request at some moment in between, so windows measured from completions are conservative.
     One ordered deque per window keeps every check O(1) amortised, whatever the configured rate.
+    With a ``FleetShare``, a send also waits for the budgets it sets after 429s (agents sharing the
+    integration); an answer to a send in flight frees a slot either way (``done()``).
     """
 
-    def __init__(self, limits: list[tuple[int, float]]) -> None:
+    def __init__(self, limits: list[tuple[int, float]], share: FleetShare | None = None) -> None:
         self._limits = [(count, window, collections.deque[float]()) for count, window in limits]
+        self._share = share  # what a fleet on the same integration leaves this output (after 429s)
         self._in_flight = 0
         self._lock = asyncio.Lock()
         self._completed = asyncio.Event()
@@ -34,6 +39,11 @@ class SlidingWindowLimiter:
             if excess > len(stamps):
                 return None
             wait = max(wait, stamps[excess - 1] + window - now)
+        if self._share is not None:
+            shared = self._share.wait_needed(now, self._in_flight)
+            if shared is None:
+                return None
+            wait = max(wait, shared)
         return wait
 
     async def acquire(self) -> None:

@@ -5,6 +5,10 @@ Ordering: events of one ``alert_key`` are sent strictly in commit order (an ``Ok
 event it resolves); different keys go out concurrently. Failures back off per event and, for
 output-wide trouble (transport errors, 429, 5xx), for the whole output, so a long outage costs one probe
 per backoff step rather than a retry storm when it ends.
+
+429s are about the integration, which a fleet of agents may share: ``FleetShare`` (share.py) then paces
+this output by what the integration has been accepting from it, so that agents that know nothing of each
+other converge on the integration's limits instead of retrying in waves.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import random
 import sqlite3
 import sys
 import time
@@ -27,6 +32,7 @@ from agent.sender.http import open_session, post_event
 from agent.sender.limiter import SlidingWindowLimiter
 from agent.sender.outcome import SendOutcome, backoff_delay
 from agent.sender.reassert import UncertainDeliveries
+from agent.sender.share import FleetShare
 from agent.sender.window import SendWindow
 
 if TYPE_CHECKING:
@@ -67,8 +73,14 @@ class OutputSender:
         self._in_flight: dict[int, str] = {}  # event id -> alert_key
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
-        self._limiter = SlidingWindowLimiter([(config.max_per_second, 1.0), (config.max_per_minute, 60.0)])
-        self._failures = 0  # consecutive output-wide failures
+        self._rng = random.Random()  # seeded from the OS: each agent of a fleet jitters its own way
+        limits = [(config.max_per_second, 1.0), (config.max_per_minute, 60.0)]
+        self._share = FleetShare(limits, self._rng)
+        self._limiter = SlidingWindowLimiter(limits, self._share)
+        # consecutive output-wide failures; an answer to a send made before the last one does not count
+        # (concurrent sends fail together: one piece of news, one backoff step)
+        self._failures = 0
+        self._last_failure = float("-inf")
         self._stopping = False
         self._url = "" if config.dry_run() else config.resolved_url()
         self._proxy: str | None = None
@@ -166,6 +178,8 @@ class OutputSender:
         if free <= 0:
             return None
         await self._window.refill()
+        if not self._window.events and not self._in_flight:
+            self._share.forget()  # nothing left to send: what it learnt was about a burst that is over
         blocked = set(self._in_flight.values())
         next_due: float | None = None
         for event in list(self._window.events.values()):
@@ -197,11 +211,13 @@ class OutputSender:
                 self.stats.last_success = time.time()
                 return
             await self._limiter.acquire()
+            sent_at = time.monotonic()
             try:
                 outcome = await self._post(event)
+                self._learn(outcome, sent_at)  # before done() wakes the next send
             finally:
                 self._limiter.done()
-            await self._record(event, outcome)
+            await self._record(event, outcome, sent_at)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never let one event kill the worker; it stays queued
@@ -228,7 +244,36 @@ class OutputSender:
             self._latency_histogram.observe(elapsed)
         return outcome
 
-    async def _record(self, event: PendingEvent, outcome: SendOutcome) -> None:
+    def _learn(self, outcome: SendOutcome, sent_at: float) -> None:
+        """What the integration accepted from this output, and its 429s, pace the sends that follow."""
+        if outcome.ok:
+            self._share.accepted(time.monotonic())
+        elif rate_limited(outcome):
+            self._share.rate_limited(sent_at, time.monotonic())
+
+    def _retry_delay(self, outcome: SendOutcome) -> tuple[float, bool]:
+        """(seconds until this event is retried, whether the whole output waits that long)."""
+        limited = rate_limited(outcome)
+        if limited:
+            hold = self._share.wait_needed(time.monotonic(), 0)
+            if hold is None or hold > 0:
+                # its own accepted requests pace the retries (FleetShare): no timer of its own, which a
+                # fleet's agents would fire together, and no backoff past the window's reopening
+                base, output_wide = 0.0, False
+            else:  # nothing of its own to clock on: probe with full-jitter backoff, a few times per window
+                base = backoff_delay(self._failures - 1, self.config.retry_initial,
+                                     min(self.config.retry_max, self._share.probe_cap), self._rng)
+                output_wide = True
+        else:
+            base = backoff_delay(self._failures - 1, self.config.retry_initial, self.config.retry_max, self._rng)
+            output_wide = True
+        if outcome.retry_after is not None:
+            # the server said when; a fleet told the same moment spreads over a little of it
+            spread = self._rng.uniform(0.0, min(1.0, 0.25 * outcome.retry_after))
+            return max(base, outcome.retry_after + spread), True
+        return base, output_wide
+
+    async def _record(self, event: PendingEvent, outcome: SendOutcome, sent_at: float | None = None) -> None:
         now = time.time()
         if outcome.ok:
             self._window.ack(event.id)
@@ -260,14 +305,18 @@ class OutputSender:
             log.error("event_rejected_dead_lettered", **fields)
             return
         self.stats.retried += 1
-        self._failures += 1
+        mono = time.monotonic()
+        if sent_at is None or sent_at >= self._last_failure:
+            self._failures += 1
+        self._last_failure = mono
         if outcome.maybe_delivered:
             self._uncertain.attempt_uncertain(event.alert_key, now)
-        delay = backoff_delay(self._failures - 1, self.config.retry_initial, self.config.retry_max)
-        if outcome.retry_after is not None:
-            delay = max(delay, outcome.retry_after)
-        # The whole output waits: transport errors, 429 and 5xx are about the integration, not this event.
-        self.stats.backoff_until = max(self.stats.backoff_until, now + delay)
+        delay, output_wide = self._retry_delay(outcome)
+        if output_wide:
+            # The whole output waits: transport errors, 429 and 5xx are about the integration, not this event.
+            self.stats.backoff_until = max(self.stats.backoff_until, now + delay)
+        else:  # paced by the share from here; an earlier 429's backoff gives way
+            self.stats.backoff_until = min(self.stats.backoff_until, now)
         event.attempts += 1
         event.next_attempt = now + delay
         with contextlib.suppress(sqlite3.Error):  # the in-memory schedule holds; the store catches up later
@@ -299,5 +348,11 @@ class OutputSender:
             "last_failure": self.stats.last_failure,
             "last_error": self.redactor.text(self.stats.last_error),
             "backoff_remaining": max(0.0, round(self.stats.backoff_until - time.time(), 3)),
+            "fleet_share": self._share.budgets(),  # budgets per window after 429s; None: not constraining
             "latency_p50": lat[len(lat) // 2] if lat else None,
         }
+
+
+def rate_limited(outcome: SendOutcome) -> bool:
+    """The integration said 429 / RequestTooFrequently (its limits are full), rather than failing."""
+    return outcome.status == 429 or outcome.code == "RequestTooFrequently"
