@@ -22,4 +22,4 @@ class SelfAlertsConfig(BaseModel):
     unavailable_after: Duration = Field(default=30.0, ge=0)  # journald unavailable; files not tailed (fds)
     config_invalid_after: Duration = Field(default=60.0, ge=0)  # the config file refused, this long
     quiet: Duration = Field(default=600.0, gt=0)  # an incident (data lost, events dropped) resolves after this
-    interval: Duration = Field(default=5.0, gt=0)  # how often the agent looks at itself
+    interval: Duration = Field(default=10.0, gt=0)  # how often the agent looks at itself (reads every source's status)
