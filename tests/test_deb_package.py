@@ -25,6 +25,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -51,7 +52,7 @@ PACKAGE_PATHS = [OPT, ETC, STATE, UNIT, Path("/usr/bin/dutytail"), Path("/usr/sh
                  Path("/usr/share/lintian/overrides/dutytail"), WANTS, MASK]
 GECOS_MARK = "dutytail agent (created by the dutytail package)"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
-LOCK = Path("/tmp/dutytail-deb-test.lock")  # one run at a time per machine: dpkg has one database
+LOCK = Path(tempfile.gettempdir()) / "dutytail-deb-test.lock"  # one run at a time per machine: one dpkg database
 # A clean environment for dpkg, its maintainer scripts and the installed program: nothing of the test's
 # venv, pyenv or FLASHDUTY_* leaks into what the package does.
 CLEAN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
