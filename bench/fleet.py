@@ -51,7 +51,7 @@ from common import (
 sys.path.insert(0, str(ROOT))
 
 from agent.cli import run_async
-from tests.fake_flashduty import FakeFlashduty
+from tests.fake_flashduty import FakeFlashduty, ideal_drain
 
 RULE = "incident"
 RESULTS_DIR = OUT / "fleet"
@@ -59,25 +59,6 @@ SAMPLE = 0.05  # seconds between samples of the fake's 429 counter
 
 
 # ------------------------------------------------------------------------------------------------- the ideal
-
-
-def ideal_schedule(n: int, per_second: int, per_minute: int) -> list[float]:
-    """When each of ``n`` requests can be accepted at the earliest under the limits alone, all of them
-    ready at 0: the k-th waits for the (k - per_second)-th to leave the 1 s window and for the
-    (k - per_minute)-th to leave the 60 s window (windows are half-open, as the fake counts them)."""
-    times: list[float] = []
-    for k in range(n):
-        t = times[-1] if times else 0.0
-        if k >= per_second:
-            t = max(t, times[k - per_second] + 1.0)
-        if k >= per_minute:
-            t = max(t, times[k - per_minute] + 60.0)
-        times.append(t)
-    return times
-
-
-def ideal_drain(n: int, per_second: int, per_minute: int) -> float:
-    return ideal_schedule(n, per_second, per_minute)[-1] if n else 0.0
 
 
 def describe_ideal(n: int, per_second: int, per_minute: int) -> str:

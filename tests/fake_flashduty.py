@@ -314,6 +314,21 @@ class _Outage:
     body: str | None
 
 
+def ideal_drain(n: int, per_second: int, per_minute: int) -> float:
+    """When the last of ``n`` requests, all ready at 0, can be accepted at the earliest under the limits
+    alone: the k-th waits for the (k - per_second)-th to leave the 1 s window and for the
+    (k - per_minute)-th to leave the 60 s window (windows half-open, as ``_Windows`` counts them)."""
+    times: list[float] = []
+    for k in range(n):
+        t = times[-1] if times else 0.0
+        if k >= per_second:
+            t = max(t, times[k - per_second] + 1.0)
+        if k >= per_minute:
+            t = max(t, times[k - per_minute] + 60.0)
+        times.append(t)
+    return times[-1] if times else 0.0
+
+
 @dataclass(slots=True)
 class _Windows:
     """Sliding-window timestamps of one integration key."""

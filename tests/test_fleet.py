@@ -26,7 +26,7 @@ from agent.sender import SlidingWindowLimiter
 from agent.sender.share import FleetShare
 from tests.chaos_helpers import stop_agent
 from tests.conftest import AgentProcess
-from tests.fake_flashduty import FakeFlashduty
+from tests.fake_flashduty import FakeFlashduty, ideal_drain
 
 AGENTS = 5
 EVENTS = 8  # per agent
@@ -117,19 +117,6 @@ async def test_fleet_burst_into_one_integration_loses_nothing(tmp_path: Path) ->
 # --------------------------------------------------------------------------------------------------
 # FleetShare in a simulated fleet (virtual clock): both windows fill, the 60 s one included
 # --------------------------------------------------------------------------------------------------
-
-
-def ideal_drain(n: int, per_second: int, per_minute: int) -> float:
-    """The last of n requests, all ready at 0, accepted at the earliest under the limits alone."""
-    times: list[float] = []
-    for k in range(n):
-        t = times[-1] if times else 0.0
-        if k >= per_second:
-            t = max(t, times[k - per_second] + 1.0)
-        if k >= per_minute:
-            t = max(t, times[k - per_minute] + 60.0)
-        times.append(t)
-    return times[-1]
 
 
 class Integration:
