@@ -25,9 +25,10 @@ from agent.alerts.lifecycle import Resolve, Step
 from agent.alerts.log_rule import RuleLike
 from agent.alerts.render import Renderer, build_event, iso
 from agent.alerts.self_alert import SelfObservation
-from agent.alerts.silence import STAMP_HORIZON, SourceLook, SourceView, never_behind, seen_at
+from agent.alerts.silence import SourceLook
 from agent.alerts.state import TIMED_KINDS, AlertState, EngineStats, Kind
 from agent.alerts.storm import StormControl
+from agent.alerts.timers import TimedRules
 from agent.events import Status
 from agent.outbox import Commit, QueuedEvent
 
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-CAPACITY_LOG_INTERVAL = 60.0  # seconds between "too many open alerts" warnings
 
 # what a kind of alert does before a reminder goes out (time itself treats every kind alike: lifecycle.due)
 _BEFORE_REMINDER: dict[Kind, Callable[[AlertState, float], None]] = {
@@ -47,14 +47,14 @@ class AlertEngine:
     """Owns every alert's state; all methods run on the event loop (no locking needed)."""
 
     # slots: settings are changed with reconfigure(); a stray `engine.host = ...` fails instead of doing nothing
-    __slots__ = ("_capacity_logged", "_capacity_unlogged", "_changed", "_config", "_default_output", "_line_clock",
-                 "_look", "_looked", "_removed", "_render", "_rules", "_storm", "states", "stats")
+    __slots__ = ("_changed", "_config", "_default_output", "_removed",
+                 "_render", "_storm", "_timed", "states", "stats")
 
     def __init__(self, config: AlertsConfig, *, host: str, global_labels: Mapping[str, str],
                  default_output: str, line_clock: bool = True) -> None:
         """``line_clock``: timed rules judge a line by the time it says it was written (off in a replay,
         whose clock already is the lines' time)."""
-        self._line_clock = line_clock
+        self._timed = TimedRules(line_clock=line_clock)
         self._config = config
         self._default_output = default_output
         self._render = Renderer(host, global_labels)
@@ -63,15 +63,10 @@ class AlertEngine:
         self._storm = StormControl(config, self.stats, host)
         self._changed: set[str] = set()
         self._removed: set[str] = set()
-        self._capacity_logged = 0.0  # when the last "too many open alerts" warning was logged
-        self._capacity_unlogged = 0  # identities suppressed since then
-        self._rules: dict[tuple[str, str], RuleLike] = {}  # (source, rule) -> rule, for timers falling due
-        self._look: SourceLook = never_behind
-        self._looked: dict[str, SourceView] | None = None  # the looks of the tick in progress
 
     def set_source_look(self, look: SourceLook) -> None:
         """How the engine asks whether a source is behind before an absence or a late finish fires."""
-        self._look = look
+        self._timed.look = look
 
     def reconfigure(self, config: AlertsConfig, *, host: str, global_labels: Mapping[str, str],
                     default_output: str) -> None:
@@ -137,7 +132,7 @@ class AlertEngine:
         kind = rule.kind
         if state is None:
             if len(self.states) >= self._config.max_open_alerts:
-                self._over_capacity(key, rule.name, now)
+                self._storm.over_capacity(key, rule.name, now)
                 return []
             if kind == "match":
                 state = log_rule.new_state(key, source, rule, self._default_output, self._config.default_resolve_after)
@@ -149,9 +144,9 @@ class AlertEngine:
         if kind == "match":
             return self._apply(state, log_rule.match(state, rule, path, line, groups, now, self._render), now)
         if kind == "absent":
-            at = self._seen_at(line, now, state.last_seen, rule.absent.after)
+            at = self._timed.seen_at(line, now, state.last_seen, rule.absent.after)
             return self._apply(state, absent.seen(state, path, line, groups, at), now)
-        at = self._seen_at(line, now, 0.0, rule.expect.within)
+        at = self._timed.seen_at(line, now, 0.0, rule.expect.within)
         return self._apply(state, expect.started(state, rule, path, line, groups, at), now)
 
     def on_resolve_match(self, source: str, rule: RuleLike, path: str, line: str, groups: Mapping[str, str],
@@ -160,23 +155,15 @@ class AlertEngine:
         if state is None:
             return []
         if state.kind == "expect":
-            at = self._seen_at(line, now, 0.0, state.wait)
+            at = self._timed.seen_at(line, now, 0.0, state.wait)
             return self._apply(state, expect.finished(state, line, at), now)
         return self._apply(state, log_rule.recovered(state, line), now)
-
-    def _seen_at(self, line: str, now: float, previous: float, wait: float) -> float:
-        if not self._line_clock:
-            return now
-        return seen_at(line, now, previous, now - STAMP_HORIZON * wait)
 
     def watch_rules(self, source: str, rules: Sequence[RuleLike], now: float) -> list[QueuedEvent]:
         """A source's rules (re)start (start, reload, restart): ``absent`` rules without ``identity`` get their
         state (the clock starts now unless a stored one is kept), timed states take the rule's current wait,
         and states left from a rule of another kind under the same name are closed."""
-        for key in [k for k in self._rules if k[0] == source]:
-            del self._rules[key]
-        for rule in rules:
-            self._rules[(source, rule.name)] = rule
+        self._timed.register(source, rules)
         out: list[QueuedEvent] = []
         by_name = {rule.name: rule for rule in rules}
         for state in list(self.states.values()):
@@ -188,12 +175,8 @@ class AlertEngine:
             expected: Kind = "log" if rule.kind == "match" else rule.kind
             if state.kind != expected:
                 out += self._resolve(state, now, "Resolved: its rule changed kind in the dutytail config")
-            elif state.kind == "absent":
-                absent.rewatch(state, rule, now)
-                self._changed.add(state.key)
-            elif state.kind == "expect" and not state.firing and state.wait != rule.expect.within:
-                state.deadline = state.first_seen + rule.expect.within
-                state.wait = rule.expect.within
+            elif state.kind in TIMED_KINDS:
+                (absent if state.kind == "absent" else expect).rewatch(state, rule, now)
                 self._changed.add(state.key)
         for rule in rules:
             if rule.kind == "absent" and not rule.identity:
@@ -232,19 +215,16 @@ class AlertEngine:
     def tick(self, now: float) -> list[QueuedEvent]:
         """Quiet-period resolves, reminders, delayed notifications and the storm summary."""
         out: list[QueuedEvent] = []
-        self._looked = {}  # one look per source and tick, however many timers fall due
-        try:
+        with self._timed.tick():  # one look per source and tick, however many timers fall due
             for state, step in lifecycle.due(list(self.states.values()), now):
                 out += self._apply(state, step, now)
-        finally:
-            self._looked = None
         out += self._storm_summary(now)
         return out
 
     def resolve_removed(self, alive: set[tuple[str, str]], now: float) -> list[QueuedEvent]:
         """Close open alerts whose rule/check is gone from the config (documented: removal resolves)."""
         out: list[QueuedEvent] = []
-        self._rules = {k: v for k, v in self._rules.items() if k in alive}
+        self._timed.keep_only(alive)
         for state in list(self.states.values()):
             if state.kind in ("storm", "self"):
                 continue
@@ -253,15 +233,6 @@ class AlertEngine:
         return out
 
     # --- capacity ------------------------------------------------------------------------------------
-
-    def _over_capacity(self, key: str, rule: str, now: float) -> None:
-        self._storm.suppressed("max_open_alerts", now)
-        self._capacity_unlogged += 1
-        if now - self._capacity_logged >= CAPACITY_LOG_INTERVAL:
-            log.warning("alert_capacity_reached_new_alerts_suppressed", max_open_alerts=self._config.max_open_alerts,
-                        suppressed=self._capacity_unlogged, example_alert_key=key, rule=rule)
-            self._capacity_logged = now
-            self._capacity_unlogged = 0
 
     def crowded(self) -> bool:
         """Half the alert capacity is in use: a log source should let due resolves catch up first."""
@@ -302,14 +273,10 @@ class AlertEngine:
         raise AssertionError(f"unknown step {step!r}")  # pragma: no cover
 
     def _overdue(self, state: AlertState, now: float) -> list[QueuedEvent]:
-        rule = self._rules.get((state.source, state.name))
-        if rule is None:  # restored before its source started, or its source is gone: not judged yet
+        rule = self._timed.rule(state.source, state.name)
+        if rule is None:
             return []
-        view = self._looked.get(state.source) if self._looked is not None else None
-        if view is None:
-            view = self._look(state.source)
-            if self._looked is not None:
-                self._looked[state.source] = view
+        view = self._timed.view(state.source)
         if state.kind == "absent":
             return self._apply(state, absent.overdue(state, rule, view, now, self._render), now)
         return self._apply(state, expect.overdue(state, rule, view, now, self._render), now)

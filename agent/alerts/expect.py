@@ -26,6 +26,13 @@ def new_state(key: str, source: str, rule: RuleLike, default_output: str) -> Ale
                       severity=rule.severity, wait=rule.expect.within, repeat_interval=rule.repeat_interval)
 
 
+def rewatch(state: AlertState, rule: RuleLike, started: float) -> None:
+    """The rule is (re)started with a pending wait (reload, restart): its current ``within`` applies."""
+    if not state.firing and state.wait != rule.expect.within:
+        state.wait = rule.expect.within
+        state.deadline = state.first_seen + state.wait
+
+
 def started(state: AlertState, rule: RuleLike, path: str, line: str, groups: Mapping[str, str],
             at: float) -> Step:
     """A start line seen at ``at`` (``silence.seen_at``): the wait (re)starts, unless the alert is open."""

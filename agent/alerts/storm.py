@@ -13,11 +13,17 @@ import bisect
 import collections
 from typing import NamedTuple
 
+import structlog
+
 from agent.alerts.config import AlertsConfig
 from agent.alerts.lifecycle import Resolve
 from agent.alerts.render import Renderer
 from agent.alerts.state import AlertState, EngineStats
 from agent.events import stable_alert_key
+
+log = structlog.get_logger(__name__)
+
+CAPACITY_LOG_INTERVAL = 60.0  # seconds between "too many open alerts" warnings
 
 SUMMARY_NAME = "storm-control"
 _CALM = Resolve("Storm control: nothing suppressed in the last minute")
@@ -43,6 +49,18 @@ class StormControl:
         self._global_sends: collections.deque[list[int]] = collections.deque()  # [second, count]
         self._global_total = 0
         self._window: collections.deque[tuple[float, int]] = collections.deque()  # (time, suppressed)
+        self._capacity_logged = 0.0  # when the last "too many open alerts" warning was logged
+        self._capacity_unlogged = 0  # identities suppressed since then
+
+    def over_capacity(self, key: str, rule: str, now: float) -> None:
+        """A new identity while ``max_open_alerts`` are tracked: suppressed, counted, logged once a minute."""
+        self.suppressed("max_open_alerts", now)
+        self._capacity_unlogged += 1
+        if now - self._capacity_logged >= CAPACITY_LOG_INTERVAL:
+            log.warning("alert_capacity_reached_new_alerts_suppressed", max_open_alerts=self.config.max_open_alerts,
+                        suppressed=self._capacity_unlogged, example_alert_key=key, rule=rule)
+            self._capacity_logged = now
+            self._capacity_unlogged = 0
 
     def allowed(self, key: str, now: float) -> str | None:
         """None when storm control lets an event for ``key`` through, else the reason it does not."""
