@@ -100,25 +100,14 @@ def test_yaml_errors_and_env_expansion_in_included_files(tmp_path: Path, monkeyp
     assert problems(path)[0].startswith("conf.d/broken.yaml:")
 
 
-def test_no_match_is_fine_and_check_config_reports_each_file(tmp_path: Path) -> None:
+async def test_no_match_is_fine_and_check_config_reports_each_file(tmp_path: Path) -> None:
     path = tree(tmp_path)
     assert [s.name for s in load_config(path).logs] == ["app"]  # an empty conf.d
     (tmp_path / "conf.d" / "web.yaml").write_text(source("web"))
-    result = run_cli_sync(path)
-    assert "conf.d/web.yaml: OK (1 sources: web; 0 checks)" in result
-    assert "source web (conf.d/web.yaml)" in result
-
-
-def run_cli_sync(path: Path) -> str:
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-    done = subprocess.run([sys.executable, "-m", "agent", "check-config", "-c", str(path)], capture_output=True,
-                          text=True, cwd=path.parent, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-                          check=False, timeout=60)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+    result = await run_cli(tmp_path, "check-config", "-c", "config.yaml")
+    assert result.code == 0, result.stdout + result.stderr
+    assert "conf.d/web.yaml: OK (1 sources: web; 0 checks)" in result.stdout
+    assert "source web (conf.d/web.yaml)" in result.stdout
 
 
 # --- the running agent --------------------------------------------------------------------------------------
