@@ -89,8 +89,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     redactor = _redactor(config)
-    from agent.rules import RuleSet
-
     sources = [*config.logs, *config.journal]
     rules = sum(len(s.rules) for s in sources)
     print(f"{args.config}: OK ({len(sources)} sources, {rules} rules, {len(config.checks)} checks, "
@@ -101,10 +99,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"  {file}: OK ({len(here)} sources{': ' + ', '.join(here) if here else ''}; {len(checks)} checks"
               f"{': ' + ', '.join(checks) if checks else ''})")
     for source in sources:
-        info = RuleSet(source.rules).describe()
+        info = source.compile_rules().describe()
         slow = sorted({str(f.get("pattern")) for f in info.get("fallback") or [] if isinstance(f, dict)})
         note = f"; checked with Python re on every line (slower): {', '.join(slow)}" if slow else ""
-        print(f"  source {source.name} ({config.origin(source.name)}): matcher {info.get('engine')}{note}")
+        if info.get("rules_parsing_every_line"):
+            note += (f"; {info['rules_parsing_every_line']} rule side(s) without a raw-bytes prefilter parse every "
+                     f"line (slower: give them a literal value, a `contains` or a `gte` bound)")
+        fmt = f"format {'+'.join(source.formats)}, " if source.formats != ("raw",) else ""
+        print(f"  source {source.name} ({config.origin(source.name)}): {fmt}matcher {info.get('engine')}{note}")
     for output in config.flashduty:
         where = "dry run (events printed to stdout)" if output.dry_run() else redactor.text(
             _safe_url(output))
@@ -121,19 +123,24 @@ def _safe_url(output: Any) -> str:
 
 # --- test-rule ------------------------------------------------------------------------------------
 
+Replayed = tuple[float, dict[str, Any], dict[str, Any] | None]
+"""(time, the event body, what the line that caused it looked like to the rules: None for a clock event)."""
+
+
 def replay(config: Config, lines: Iterable[str], *, source_name: str | None, rule_name: str | None,
-           path: str, settle: bool = True) -> list[tuple[float, dict[str, Any]]]:
+           path: str, settle: bool = True) -> list[Replayed]:
     """Run lines through the configured rules and the alert engine on a clock read from the lines.
 
     Pure: no state directory, no network. Lines without a timestamp keep the previous line's time
     (the first ones start at the epoch's day 0 + line number, so ordering still holds). Absence and
     expect rules run on the same clock, their clocks starting at the first line; at the end (``settle``)
     the clock moves past every quiet period and wait, so what is still silent, unfinished or open at the end
-    of the input shows as the events it would send.
+    of the input shows as the events it would send. A structured source's lines are parsed as the agent
+    parses them; each event says which fields its line had.
     """
     from agent.alerts import AlertEngine, hit_events
+    from agent.format import kubernetes_fields
     from agent.linetime import line_time
-    from agent.rules import RuleSet
 
     sources = [*config.logs, *config.journal]
     if source_name:
@@ -144,10 +151,10 @@ def replay(config: Config, lines: Iterable[str], *, source_name: str | None, rul
     for source in sources:
         rules = [r for r in source.rules if rule_name is None or r.name == rule_name]
         if rules:
-            compiled.append((source.name, rules, RuleSet(rules)))
-    out: list[tuple[float, dict[str, Any]]] = []
+            compiled.append((source.name, rules, source.compile_rules(rules)))
+    out: list[Replayed] = []
 
-    def advance(to: float) -> list[tuple[float, dict[str, Any]]]:
+    def advance(to: float) -> list[Replayed]:
         """Tick at every absent/expect deadline before ``to`` (they fire on the log's clock), then at ``to``."""
         events = []
         while True:
@@ -155,8 +162,8 @@ def replay(config: Config, lines: Iterable[str], *, source_name: str | None, rul
                        and s.deadline < to), default=None)
             if due is None:
                 break
-            events += [(due, e.body) for e in engine.tick(due)]
-        return events + [(to, e.body) for e in engine.tick(to)]
+            events += [(due, e.body, None) for e in engine.tick(due)]
+        return events + [(to, e.body, None) for e in engine.tick(to)]
 
     now = 0.0
     year = datetime.now(UTC).year
@@ -166,11 +173,17 @@ def replay(config: Config, lines: Iterable[str], *, source_name: str | None, rul
         now = stamp if stamp is not None else (now if now else float(index))
         if index == 0:
             for name, rules, _ in compiled:
-                out += [(now, e.body) for e in engine.watch_rules(name, rules, now)]
+                out += [(now, e.body, None) for e in engine.watch_rules(name, rules, now)]
         out += advance(now)
         for name, rules, ruleset in compiled:
-            hits = ruleset.evaluate([line])
-            out += [(now, e.body) for e in hit_events(engine, name, rules, path, hits, now)]
+            hits = ruleset.evaluate([line], path=path)
+            events = hit_events(engine, name, rules, path, hits, now)
+            if events:
+                record = ruleset.parser.parse(line) if ruleset.parser is not None else None
+                seen = {"line": line, "message": record.message if record else line,
+                        "fields": {**(record.fields if record else {}), **kubernetes_fields(path)},
+                        "parse_error": record.error if record else None}
+                out += [(now, e.body, seen) for e in events]
     if settle:
         # Show how open alerts would end: advance the clock past every quiet period.
         for _ in range(2):  # a wait that runs out, then the quiet period of what it opened
@@ -201,10 +214,13 @@ def cmd_test_rule(args: argparse.Namespace) -> int:
         events = replay(config, stream, source_name=args.source, rule_name=args.rule, path=path,
                         settle=not args.no_settle)
     if args.json:
-        for at, body in events:
-            print(json.dumps({"at": _fmt_time(at), "body": body}, ensure_ascii=False))
+        for at, body, seen in events:
+            shown = {"at": _fmt_time(at), "body": body}
+            if seen is not None:
+                shown["from"] = seen
+            print(json.dumps(shown, ensure_ascii=False, default=str))
         return EXIT_OK
-    print_event_table(events, sys.stdout)
+    print_event_table([(at, body) for at, body, _seen in events], sys.stdout)
     return EXIT_OK
 
 

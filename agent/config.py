@@ -17,15 +17,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agent import config_files as include
 from agent.alerts import AlertsConfig
 from agent.checks import CheckConfig, validate_unique_names
+from agent.format import FormatName, framing_of, normalize_chain
 from agent.health import HealthConfig
 from agent.journal import JournalConfig
 from agent.outbox import OutboxConfig
-from agent.rules import RuleConfig
+from agent.rules import RuleConfig, RuleSet, validating_for
 from agent.selfwatch.config import SelfAlertsConfig
 from agent.sender import OutputConfig
 from agent.tail import TailConfig
@@ -277,9 +287,45 @@ def _deepest(text: str) -> tuple[int, int]:
 
 
 class LogSourceConfig(TailConfig):
-    """A `logs:` entry: what to tail (the tail stage's keys) and the rules to run on its lines."""
+    """A `logs:` entry: what to tail (the tail stage's keys), what its lines are (``format``) and the rules to
+    run on them."""
 
+    format: FormatName | list[FormatName] = "raw"
+    """raw (plain text), json, logfmt, cri, docker, or a chain such as [cri, json] (framing first)."""
+    message_field: str | None = None
+    """What match/contains/exclude and {line} see (default: the first of msg, message, log present)."""
     rules: list[RuleConfig] = Field(default_factory=list)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _rules_know_the_format(cls, data: Any, handler: ModelWrapValidatorHandler[LogSourceConfig]) -> LogSourceConfig:
+        """Rules of a source with fields may name any field path (see ``agent.rules.validating_for``)."""
+        structured = False
+        if isinstance(data, dict):
+            try:
+                structured = normalize_chain(data.get("format", "raw")) != ("raw",)
+            except ValueError:
+                structured = True  # the format's own error is reported; don't add one per rule
+        with validating_for(structured):
+            return handler(data)
+
+    @field_validator("format")
+    @classmethod
+    def _valid_chain(cls, value: Any) -> Any:
+        normalize_chain(value)
+        return value
+
+    @property
+    def formats(self) -> tuple[FormatName, ...]:
+        return normalize_chain(self.format)
+
+    def framing(self) -> Literal["cri", "docker"] | None:
+        return framing_of(self.formats)
+
+    def compile_rules(self, rules: Sequence[RuleConfig] | None = None) -> RuleSet:
+        """The source's rules (or some of them) compiled for its format (seconds for thousands of rules: not
+        on the event loop)."""
+        return RuleSet(self.rules if rules is None else rules, formats=self.formats, message_field=self.message_field)
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> LogSourceConfig:
@@ -292,9 +338,24 @@ class LogSourceConfig(TailConfig):
 
 
 class JournalSourceConfig(JournalConfig):
-    """A `journal:` entry: which journal entries to follow and the rules to run on their messages."""
+    """A `journal:` entry: which journal entries to follow and the rules to run on their messages (and, with
+    ``where``, on their fields)."""
 
     rules: list[RuleConfig] = Field(default_factory=list)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _rules_have_fields(cls, data: Any, handler: ModelWrapValidatorHandler[JournalSourceConfig]
+                           ) -> JournalSourceConfig:
+        with validating_for(True):
+            return handler(data)
+
+    @property
+    def formats(self) -> tuple[FormatName, ...]:
+        return ("raw",)
+
+    def compile_rules(self, rules: Sequence[RuleConfig] | None = None) -> RuleSet:
+        return RuleSet(self.rules if rules is None else rules, journal=True)
 
 
 class Config(BaseModel):

@@ -138,13 +138,17 @@ def clean_labels(labels: Mapping[str, Any], notes: list[str] | None = None) -> d
     return result
 
 
+SOURCE_LABEL_FIELDS = ("k8s_namespace", "k8s_pod", "k8s_container")
+"""Fields a source knows of every line of a file (from the kubelet's log path): every alert from that file
+carries them as labels."""
+
 _FORMATTER = string.Formatter()
 _FIELD_PATH = re.compile(r"(?!__)[A-Za-z_][A-Za-z0-9_]*(?:\.(?!__)[A-Za-z0-9_-]+)*\Z")  # no dunders
 FIELD_MAX = 4096
 """Characters one ``{field}`` contributes at most (a 64 KiB line must not make every title 64 KiB)."""
 RENDER_MAX = 16384
 """Characters a rendered template has at most (the protocol's limits cut further)."""
-_MISSING = object()
+MISSING = object()
 
 
 @functools.lru_cache(maxsize=2048)
@@ -169,6 +173,11 @@ def _parts(template: str) -> tuple[tuple[str, str | None], ...]:
     return tuple(parts)
 
 
+def template_paths(template: str) -> set[str]:
+    """The whole field paths a template names (``{req.path}`` -> ``req.path``)."""
+    return {name for _literal, name in _parts(template) if name is not None}
+
+
 def template_fields(template: str) -> set[str]:
     """Names a ``{name}`` template refers to (the first part of a dotted path): validated when the config
     loads."""
@@ -184,18 +193,18 @@ def validate_template(template: str) -> str:
 def lookup(values: Mapping[str, Any], path: str) -> Any:
     """A field by name, or by a dotted path into nested mappings and lists (``req.path``, ``tags.0``). Only
     keys and indexes are followed, never attributes: a template cannot reach into Python objects."""
-    value = values.get(path, _MISSING)
-    if value is not _MISSING or "." not in path:
+    value = values.get(path, MISSING)
+    if value is not MISSING or "." not in path:
         return value
     value = values
     for part in path.split("."):
         if isinstance(value, Mapping):
-            value = value.get(part, _MISSING)
+            value = value.get(part, MISSING)
         elif isinstance(value, list | tuple) and part.isdigit() and int(part) < len(value):
             value = value[int(part)]
         else:
-            return _MISSING
-        if value is _MISSING:
+            return MISSING
+        if value is MISSING:
             return value
     return value
 
@@ -221,5 +230,5 @@ def render(template: str, values: Mapping[str, Any]) -> str:
         out.append(literal)
         if name is not None:
             value = lookup(values, name)
-            out.append("{" + name + "}" if value is _MISSING else _text(value))
+            out.append("{" + name + "}" if value is MISSING else _text(value))
     return "".join(out)[:RENDER_MAX]

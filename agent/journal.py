@@ -68,6 +68,19 @@ def _message(entry: dict[str, Any]) -> str:
     return "" if raw is None else str(raw)
 
 
+FRIENDLY_FIELDS = ("unit", "priority", "identifier", "pid")
+
+
+def entry_fields(entry: dict[str, Any]) -> dict[str, str]:
+    """An entry's fields for templates and ``where``: the friendly four (``unit``, ``priority``,
+    ``identifier``, ``pid``) and every journald field with a text value under its own name (``_COMM``,
+    ``CONTAINER_NAME`` ...); the message and the cursor fields (``__...``) aside."""
+    fields = {k: v for k, v in entry.items() if isinstance(v, str) and k != "MESSAGE" and not k.startswith("__")}
+    fields.update(unit=str(entry.get("_SYSTEMD_UNIT", "")), priority=str(entry.get("PRIORITY", "")),
+                  identifier=str(entry.get("SYSLOG_IDENTIFIER", "")), pid=str(entry.get("_PID", "")))
+    return fields
+
+
 class JournalSource:
     """Follows the journal (the source contract is ``agent/source.py``)."""
 
@@ -184,12 +197,7 @@ class JournalSource:
                     continue
                 cursor = entry.get("__CURSOR", cursor)
                 lines.append(_message(entry))
-                fields.append({
-                    "unit": str(entry.get("_SYSTEMD_UNIT", "")),
-                    "priority": str(entry.get("PRIORITY", "")),
-                    "identifier": str(entry.get("SYSLOG_IDENTIFIER", "")),
-                    "pid": str(entry.get("_PID", "")),
-                })
+                fields.append(entry_fields(entry))
                 self.stats.lines_read += 1
                 self.last_entry = time.time()
                 if deadline is None:

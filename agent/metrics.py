@@ -57,6 +57,8 @@ class _SnapshotCollector(Collector):
             ("dutytail_rule_matches", "Lines that matched a rule.", ["source", "rule"], snap["matches"]),
             ("dutytail_lines_abandoned", "Lines a rule gave up on: its regex ran over the per-line time budget "
              "(catastrophic backtracking).", ["source", "rule"], snap["lines_abandoned"]),
+            ("dutytail_parse_errors", "Lines of a structured source that did not parse as its format (matched "
+             "as plain text instead).", ["source", "format"], snap["parse_errors"]),
             ("dutytail_events_queued", "Events committed to the outbox, by status.", ["status"], snap["events"]),
             ("dutytail_events_dropped", "Events the agent dropped, by reason.", ["reason"], snap["dropped"]),
             ("dutytail_events_suppressed", "Events held back by storm control, by reason.", ["reason"],

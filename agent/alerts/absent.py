@@ -78,7 +78,7 @@ def overdue(state: AlertState, rule: RuleLike, view: SourceView, now: float, ren
         parts.append(f"Why: {why}.")
     if "description" in rule.model_fields_set:
         parts.append(render(rule.description, values))
-    parts.append(f"Pattern: {rule.pattern()}")
+    parts.append(f"Pattern: {rule.summary()}")
     state.description = "\n\n".join(parts)
     state.labels = renderer.labels(state, identity_labels(rule, state.fields, values))
     return "fire"

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from agent.alerts.state import AlertState
-from agent.events import Event, Status, render
+from agent.events import SOURCE_LABEL_FIELDS, Event, Status, render
 from agent.outbox import QueuedEvent
 
 log = structlog.get_logger(__name__)
@@ -59,13 +59,14 @@ class Renderer:
         return {
             **self.global_labels,
             **state.labels,
+            # the alert's severity, unless the line has a field of that name (a record's `status: 503`)
+            "severity": state.severity,
+            "status": state.severity,
             **state.fields,
             "host": self.host,
             "source": state.source,
             "rule": state.name,
             "check": state.name,
-            "severity": state.severity,
-            "status": state.severity,
             "count": state.count,
             "first_seen": iso(state.first_seen),
             "last_seen": iso(state.last_seen),
@@ -73,18 +74,22 @@ class Renderer:
         }
 
     def labels(self, state: AlertState, own: Mapping[str, str]) -> dict[str, str]:
-        """Automatic labels first (they survive the 50-label cut), then the rule's, then the global ones."""
+        """Automatic labels first (they survive the 50-label cut), then the rule's, then the global ones. A
+        label whose value is empty (a template over a field the line did not have) is left out."""
         auto = {"host": self.host, "source": state.source}
         if state.kind in ("log", "absent", "expect"):
             auto["rule"] = state.name
             if state.fields.get("path"):
                 auto["path"] = state.fields["path"]
+            for name in SOURCE_LABEL_FIELDS:  # the Kubernetes pod a container log belongs to
+                if state.fields.get(name):
+                    auto[name] = state.fields[name]
         elif state.kind == "check":
             auto["check"] = state.name
         merged = {**auto, **own}
         for k, v in self.global_labels.items():
             merged.setdefault(k, v)
-        return merged
+        return {k: v for k, v in merged.items() if v != ""}
 
 
 def build_event(state: AlertState, status: Status, title: str, description: str, now: float) -> QueuedEvent:

@@ -18,7 +18,7 @@ import structlog
 from agent.alerts import AlertEngine, hit_events
 from agent.config import JournalSourceConfig, LogSourceConfig
 from agent.outbox import Commit, Outbox, QueuedEvent
-from agent.rules import Hit, RuleSet
+from agent.rules import Hits, RuleSet
 from agent.source import Batch, Source
 
 log = structlog.get_logger(__name__)
@@ -54,6 +54,7 @@ class PipelineStats:
 
     dropped_lines: dict[str, int] = field(default_factory=dict)  # reason -> lines
     paused_seconds: dict[str, float] = field(default_factory=dict)  # source -> seconds waiting for alert room
+    parse_errors: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, format) -> lines
     room_logged: float = 0.0
 
 
@@ -75,7 +76,7 @@ class Pipeline:
         their hits strictly in order. Without it each batch waited for the event loop twice (hand-off to the
         worker, result back) behind whatever the sender was doing, one batch at a time."""
         queue = self.runtime.queue
-        ahead: collections.deque[tuple[Batch, asyncio.Future[list[Hit]]]] = collections.deque()
+        ahead: collections.deque[tuple[Batch, asyncio.Future[Hits]]] = collections.deque()
         try:
             while True:
                 if not ahead:
@@ -94,18 +95,22 @@ class Pipeline:
             for _, matching in ahead:
                 matching.cancel()
 
-    def _match(self, batch: Batch) -> asyncio.Future[list[Hit]]:
+    def _match(self, batch: Batch) -> asyncio.Future[Hits]:
         ruleset = self.runtime.ruleset
-        if not batch.lines or ruleset.matcher is None:
-            done: asyncio.Future[list[Hit]] = asyncio.get_running_loop().create_future()
-            done.set_result([])
+        if not batch.lines or not ruleset.rules:
+            done: asyncio.Future[Hits] = asyncio.get_running_loop().create_future()
+            done.set_result(Hits())
             return done
-        return asyncio.ensure_future(asyncio.to_thread(ruleset.evaluate, batch.lines, batch.data, batch.fields))
+        return asyncio.ensure_future(asyncio.to_thread(ruleset.evaluate, batch.lines, batch.data, batch.fields,
+                                                       batch.path))
 
-    async def _process(self, batch: Batch, matching: asyncio.Future[list[Hit]]) -> None:
+    async def _process(self, batch: Batch, matching: asyncio.Future[Hits]) -> None:
         runtime = self.runtime
         try:
-            change = await self._evaluate(batch, await matching)
+            hits = await matching
+            if hits.parse_errors:
+                self._count_parse_errors(hits.parse_errors)
+            change = await self._evaluate(batch, hits)
         except Exception as exc:
             # A bug in one batch must not stop the source. Its checkpoint is not committed, so a restart
             # re-reads it; until then its lines are skipped, and that is counted as a drop.
@@ -123,7 +128,15 @@ class Pipeline:
         self.outbox.writer.submit(change, on_done=committed)
         await self.outbox.writer.backpressure()
 
-    async def _evaluate(self, batch: Batch, hits: list[Hit]) -> Commit:
+    def _count_parse_errors(self, errors: dict[str, int]) -> None:
+        counts, name = self.stats.parse_errors, self.runtime.config.name
+        for fmt, n in errors.items():
+            if (name, fmt) not in counts:
+                log.warning("lines_not_parsed", source=name, format=fmt,
+                            note="such lines are matched as plain text; counted in dutytail_parse_errors_total")
+            counts[(name, fmt)] = counts.get((name, fmt), 0) + n
+
+    async def _evaluate(self, batch: Batch, hits: Hits) -> Commit:
         name = self.runtime.config.name
         engine = self.engine
         events: list[QueuedEvent] = []

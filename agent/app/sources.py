@@ -16,7 +16,6 @@ from agent.app.supervise import supervise
 from agent.config import JournalSourceConfig, LogSourceConfig
 from agent.journal import JournalSource
 from agent.outbox import Commit, Outbox
-from agent.rules import RuleSet
 from agent.source import Batch, Checkpoint, Source
 from agent.tail import FileSource, InotifyHub
 
@@ -55,7 +54,7 @@ class SourceSet:
         else:
             source = FileSource(cfg, checkpoints, is_first_start=is_first_start, hub=self.inotify)
         # compiling thousands of rules takes seconds: never on the event loop
-        ruleset = await asyncio.to_thread(RuleSet, cfg.rules)
+        ruleset = await asyncio.to_thread(cfg.compile_rules)
         runtime = SourceRuntime(cfg, ruleset, source, queue)
         pipeline = Pipeline(runtime, self.engine, self.outbox, self._tick, self.stats)
         runtime.tasks = [
@@ -90,7 +89,7 @@ class SourceSet:
     async def swap_rules(self, cfg: SourceConfig) -> None:
         """New rules for a running source: its offsets and queue stay as they are."""
         runtime = self.running[cfg.name]
-        runtime.ruleset = await asyncio.to_thread(RuleSet, cfg.rules)
+        runtime.ruleset = await asyncio.to_thread(cfg.compile_rules)
         runtime.config = cfg
         await self._watch_rules(cfg)
 

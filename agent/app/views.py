@@ -90,7 +90,9 @@ class AgentViews:
             "last_reload": a.last_reload,
             "config_files": a.config.files,
             "sources": {name: {"kind": type(rt.source).__name__, "batches": rt.batches,
-                               "config_file": a.config.origin(name),
+                               "config_file": a.config.origin(name), "format": list(rt.config.formats),
+                               "parse_errors": {fmt: n for (src, fmt), n in a.pipeline_stats.parse_errors.items()
+                                                if src == name},
                                "matcher": rt.ruleset.describe(), **rt.source.status()}
                         for name, rt in a.sources.running.items()},
             "rules": dict(a.engine.stats.matches),
@@ -141,6 +143,7 @@ class AgentViews:
             "lines_abandoned": {(name, rule): float(n) for name, rt in a.sources.running.items()
                                 for rule, n in rt.ruleset.abandoned().items()},
             "source_paused": {(k,): v for k, v in a.pipeline_stats.paused_seconds.items()},
+            "parse_errors": {k: float(v) for k, v in a.pipeline_stats.parse_errors.items()},
             "check_overruns": {(k,): float(v["skipped_overruns"]) for k, v in checks.items()},
             "check_callback_errors": {(k,): float(v["callback_errors"]) for k, v in checks.items()},
             "outbox_depth": stats.depth,

@@ -1,32 +1,46 @@
-"""Rules: which lines matter, and what identity a match has.
-
-A rule turns a line into a *hit*: (rule, fire|resolve, named groups). Everything with time in it —
-windows, reminders, recoveries — belongs to the alert state machine downstream; keeping rules stateless
-lets one source's batch be evaluated in a worker thread while the loop keeps serving everything else.
+"""A rule's config: which lines matter (``match``/``contains`` on the message, ``where`` on fields), and what
+identity a match has. Validated with the source it belongs to: a structured source (``format: json`` ...,
+journald) has fields to name; a plain-text source has only named groups and the Kubernetes path fields.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from agent.events import template_fields, validate_template
-from agent.lines import LineChunk
-from agent.match import MultiMatcher
+from agent.events import SOURCE_LABEL_FIELDS, template_fields, template_paths, validate_template
+from agent.rules.where import FieldCondition, validate_path
 from agent.units import Duration
 
 BUILTIN_FIELDS = {"host", "path", "line", "rule", "source", "count", "first_seen", "last_seen", "samples",
                   "severity", "status",
                   "unit", "priority", "identifier", "pid",  # these four: journald entries only
                   "silent_for", "why"}  # absent and expect rules only
+ALERT_FIELDS = {"host", "path", "line", "rule", "source", "count", "first_seen", "last_seen", "samples",
+                "silent_for", "why"}
+"""Template fields that are the alert's own: a record field of the same name does not shadow them."""
+
+_STRUCTURED: ContextVar[bool] = ContextVar("dutytail_rules_structured", default=False)
 
 
-def _compile(pattern: str) -> re.Pattern[str]:
+@contextlib.contextmanager
+def validating_for(structured: bool) -> Iterator[None]:
+    """Rules validated inside this block belong to a source with fields (``format`` other than raw, or
+    journald): ``identity``, ``where`` and templates may name any field path. The source config's validator
+    sets it around its rules, so each problem keeps its exact ``file:line:col``."""
+    token = _STRUCTURED.set(structured)
+    try:
+        yield
+    finally:
+        _STRUCTURED.reset(token)
+
+
+def compile_regex(pattern: str) -> re.Pattern[str]:
     try:
         return re.compile(pattern)
     except re.error as exc:
@@ -54,7 +68,7 @@ class ResolveConfig(BaseModel):
     @classmethod
     def _valid_regex(cls, value: str | None) -> str | None:
         if value is not None:
-            _compile(value)
+            compile_regex(value)
         return value
 
 
@@ -77,7 +91,7 @@ class ExpectConfig(BaseModel):
     @field_validator("match")
     @classmethod
     def _valid_regex(cls, value: str) -> str:
-        _compile(value)
+        compile_regex(value)
         return value
 
 
@@ -108,6 +122,8 @@ class RuleConfig(BaseModel):
     output: str | None = None
     absent: AbsentConfig | None = None
     expect: ExpectConfig | None = None
+    where: dict[str, FieldCondition] = Field(default_factory=dict)
+    """Conditions on the line's fields (dotted paths), all of which must hold."""
 
     @property
     def kind(self) -> RuleKind:
@@ -118,7 +134,15 @@ class RuleConfig(BaseModel):
     @classmethod
     def _valid_regex(cls, value: str | None) -> str | None:
         if value is not None:
-            _compile(value)
+            compile_regex(value)
+        return value
+
+    @field_validator("where", mode="before")
+    @classmethod
+    def _valid_where_paths(cls, value: object) -> object:
+        if isinstance(value, dict):
+            for path in value:
+                validate_path(path)
         return value
 
     @field_validator("title", "description", "alert_key")
@@ -135,18 +159,30 @@ class RuleConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> RuleConfig:
-        if (self.match is None) == (self.contains is None):
-            raise ValueError("a rule needs exactly one of `match` (regex) or `contains` (literal text)")
+        if self.match is not None and self.contains is not None:
+            raise ValueError("a rule takes one of `match` (regex) and `contains` (literal text), not both")
+        if self.match is None and self.contains is None and not self.where:
+            raise ValueError("a rule needs `match` (regex), `contains` (literal text) or `where` (field conditions)")
+        structured = _STRUCTURED.get()
         groups = self.group_names()
+        fields = groups | set(SOURCE_LABEL_FIELDS)
         for name in self.identity:
-            if name not in groups:
-                raise ValueError(f"identity field {name!r} is not a named group of `match` (groups: {sorted(groups)})")
+            if structured:
+                validate_path(name)
+            elif name not in fields:
+                raise ValueError(f"identity field {name!r} is not a named group of `match` (groups: {sorted(groups)}); "
+                                 f"a field path needs a structured source (`format: json`, `logfmt` ...)")
+        if not structured:
+            for name in self.where:
+                if name not in fields:
+                    raise ValueError(f"where: field {name!r} does not exist in a plain-text source: set the source's "
+                                     f"`format` (json, logfmt, cri, docker) or capture it as a named group of `match`")
         if self.absent is not None or self.expect is not None:
             self._timed_rule_consistent()
         if self.resolve.match is not None:
-            resolve_groups = set(_compile(self.resolve.match).groupindex)
+            resolve_groups = set(compile_regex(self.resolve.match).groupindex)
             missing = [n for n in self.identity if n not in resolve_groups]
-            if missing:
+            if missing and not structured:
                 raise ValueError(
                     f"resolve.match must capture the identity groups {missing} so it closes the same alert"
                 )
@@ -157,10 +193,11 @@ class RuleConfig(BaseModel):
             if template is None:
                 continue
             unknown = template_fields(template) - known
-            if unknown:
+            if unknown and not structured:
                 raise ValueError(
                     f"{field_name} refers to unknown field(s) {sorted(unknown)}; available: named groups "
-                    f"{sorted(groups)}, labels, and {sorted(BUILTIN_FIELDS)}"
+                    f"{sorted(groups)}, labels, and {sorted(BUILTIN_FIELDS)} (a structured source's fields need "
+                    f"its `format`)"
                 )
         return self
 
@@ -174,87 +211,32 @@ class RuleConfig(BaseModel):
                 raise ValueError(f"`{name}` does not apply to an `{kind}` rule (it opens when the time is up and "
                                  f"closes when the line arrives; `identity` splits it per identity)")
         if self.expect is not None:
-            expect_groups = set(_compile(self.expect.match).groupindex)
+            expect_groups = set(compile_regex(self.expect.match).groupindex)
             missing = [n for n in self.identity if n not in expect_groups]
-            if missing:
+            if missing and not _STRUCTURED.get():
                 raise ValueError(f"expect.match must capture the identity groups {missing} so the start and the "
                                  f"finish are paired")
 
-    def pattern(self) -> str:
-        return self.match if self.match is not None else re.escape(self.contains or "")
+    def pattern(self) -> str | None:
+        """The regex over the message (None: a rule of ``where`` conditions alone)."""
+        if self.match is not None:
+            return self.match
+        return re.escape(self.contains) if self.contains is not None else None
+
+    def summary(self) -> str:
+        """What the rule looks for, in one line (an absence alert quotes it)."""
+        parts = [self.pattern() or ""] if self.pattern() is not None else []
+        for path, condition in self.where.items():
+            parts.append(" ".join(f"{path} {op} {operand!r}" for op, operand in condition.operators()))
+        return "; ".join(parts)
 
     def group_names(self) -> set[str]:
-        return set(_compile(self.pattern()).groupindex)
+        pattern = self.pattern()
+        return set(compile_regex(pattern).groupindex) if pattern is not None else set()
 
-
-@functools.lru_cache(maxsize=64)
-def _matcher(patterns: tuple[str, ...]) -> MultiMatcher:
-    """Compiling a hyperscan database takes ~0.5 s; a reload or a second source with the same patterns
-    reuses it (scans are thread-safe: scratch space is per thread)."""
-    return MultiMatcher(patterns)
-
-
-@dataclass(slots=True)
-class Hit:
-    """A line that fired or resolved a rule."""
-
-    rule: int  # index into the source's rules
-    kind: Literal["fire", "resolve"]
-    line: str
-    groups: dict[str, str]
-
-
-class RuleSet:
-    """All rules of one source compiled into one multi-pattern matcher."""
-
-    def __init__(self, rules: Sequence[RuleConfig]) -> None:
-        self.rules = list(rules)
-        patterns: list[str] = []
-        self._pattern_owner: list[tuple[int, Literal["fire", "resolve"]]] = []
-        for index, rule in enumerate(self.rules):
-            patterns.append(rule.pattern())
-            self._pattern_owner.append((index, "fire"))
-            closing = rule.expect.match if rule.expect is not None else rule.resolve.match
-            if closing is not None:  # a recovery line, or the finish an `expect` rule waits for
-                patterns.append(closing)
-                self._pattern_owner.append((index, "resolve"))
-        self._excludes = [_compile(r.exclude) if r.exclude else None for r in self.rules]
-        self.matcher = _matcher(tuple(patterns)) if patterns else None
-
-    def evaluate(self, lines: Sequence[str], data: bytes | None = None,
-                 fields: Sequence[dict[str, str]] | None = None) -> list[Hit]:
-        """Hits in line order. Runs in a worker thread: pure CPU, no shared mutable state.
-
-        ``fields``: per-line source fields (journald unit, priority ...), under the line's named groups.
-        A :class:`LineChunk` is scanned without decoding the lines no rule can match.
-        """
-        if self.matcher is None or not lines:
-            return []
-        found: Iterable[tuple[dict[str, str] | None, int, re.Match[str]]]
-        if isinstance(lines, LineChunk):
-            found = ((None, j, m) for j, m in self.matcher.scan_chunk(lines))
-        else:
-            found = ((fields[i] if fields is not None else None, j, m) for i, j, m in self.matcher.scan(lines, data))
-        hits: list[Hit] = []
-        for extra, pattern_index, match in found:
-            rule_index, kind = self._pattern_owner[pattern_index]
-            line = match.string
-            exclude = self._excludes[rule_index]
-            if kind == "fire" and exclude is not None and exclude.search(line):
-                continue
-            groups = {k: v for k, v in match.groupdict().items() if v is not None}
-            hits.append(Hit(rule_index, kind, line, {**extra, **groups} if extra else groups))
-        return hits
-
-    def abandoned(self) -> dict[str, int]:
-        """Lines given up per rule: a rule whose regex can backtrack catastrophically ran over its time budget
-        on them (see agent/match/guard.py)."""
-        out: dict[str, int] = {}
-        if self.matcher is not None:
-            for index, count in self.matcher.abandoned().items():
-                name = self.rules[self._pattern_owner[index][0]].name
-                out[name] = out.get(name, 0) + count
-        return out
-
-    def describe(self) -> dict[str, object]:
-        return self.matcher.describe() if self.matcher is not None else {"engine": "none"}
+    def field_paths(self) -> set[str]:
+        """Field paths the rule's identity and templates name: what a structured hit must carry."""
+        paths = set(self.identity)
+        for template in (self.title, self.description, self.alert_key or "", *self.labels.values()):
+            paths |= template_paths(template)
+        return paths - ALERT_FIELDS
