@@ -56,6 +56,16 @@ class TailConfig(BaseModel):
     rotate_wait: Duration = 5.0
     inotify: bool = True
 
+    def framing(self) -> Literal["cri", "docker"] | None:
+        """How a container runtime frames the lines of these files, when it does: ``cri`` (containerd, CRI-O:
+        ``<time> <stream> <P|F> <message>``) or ``docker`` (json-file: ``{"log": ..., "stream", "time"}``).
+        The tailer then joins the records the runtime split over several lines (``agent/tail/partials.py``).
+
+        A method, not a field: the tailer knows no ``format:`` key. The source config that has one (the app's
+        ``LogSourceConfig``) overrides this and answers from the start of its format chain; None here.
+        """
+        return None
+
     @field_validator("encoding")
     @classmethod
     def _known_encoding(cls, value: str) -> str:

@@ -23,7 +23,6 @@ from agent.tail.config import TailConfig
 from agent.tail.discovery import Discovery
 from agent.tail.emit import Emission, Emitter
 from agent.tail.identity import rewritten
-from agent.tail.multiline import take_record
 from agent.tail.opening import StreamOpener
 from agent.tail.problems import FileProblems
 from agent.tail.reader import LineReader
@@ -256,7 +255,7 @@ class TailCore:
             f.last_error = None
         assembler = self.reader.assembler
         if assembler is not None and assembler.timed_out(f, now) and f.read_end >= st.st_size:
-            lines = [*lines, *take_record(f)]
+            lines = [*lines, *assembler.take(f)]
         if f.draining and f.read_end >= st.st_size:
             if n or f.idle_since is None:
                 f.idle_since = now
@@ -285,10 +284,13 @@ class TailCore:
     def final_records(self, undelivered: set[Stream]) -> list[Emission]:
         """At shutdown: pending multiline records of streams whose every batch reached the queue (otherwise a
         restart re-reads from the last committed checkpoint anyway, and handing the record out would skip
-        the lost lines). Partial last lines are never handed out: their checkpoint stays before them."""
+        the lost lines). Partial last lines are never handed out: their checkpoint stays before them. Nor are
+        container records split by their runtime (``Stream.partial``): their final part is still to be
+        written, and the restart rebuilds them from their first part, where the checkpoint stays."""
+        assembler = self.reader.assembler
         for f in list(self.table.streams):
-            if f.record and f not in undelivered and f.checkpoint_pos == f.record_start:
-                self.emitter.emit(f, take_record(f), None)
+            if f.record and assembler is not None and f not in undelivered and f.checkpoint_pos == f.record_start:
+                self.emitter.emit(f, assembler.take(f), None)
         return self.emitter.take()
 
     def release(self) -> None:

@@ -1,9 +1,10 @@
 """Handing lines out: each batch with the checkpoint right after its lines, in stream order.
 
 A checkpoint never goes past a line not handed out: while a multiline record is pending it stays at the
-record's first line, and a held-back partial line is never covered. A bare checkpoint (no lines) goes out only
-when the position moved (a skipped long line, ``start_at: end``), and ``finished`` tells the agent to forget a
-stream's checkpoint for good.
+record's first line, while a container record split by its runtime is pending (``agent/tail/partials.py``) at
+its first part's line (the smaller of the two when both are), and a held-back partial line is never covered.
+A bare checkpoint (no lines) goes out only when the position moved (a skipped long line, ``start_at: end``),
+and ``finished`` tells the agent to forget a stream's checkpoint for good.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class Emitter:
             position, skipping = f.record_start, False
         else:
             position, skipping = f.consumed, f.skipping_long_line
+        if f.partial is not None and f.partial.start < position:
+            position, skipping = f.partial.start, False
         if not lines and not finished and position == f.checkpoint_pos and skipping == f.checkpoint_skipping:
             return
         if finished and f.key is None and not lines:

@@ -2,6 +2,8 @@
 
 The hottest path of the agent. The common case (valid UTF-8, no multiline, no line over ``max_line_bytes``)
 hands the complete lines on undecoded as a :class:`agent.lines.LineChunk`; everything else is decoded here.
+Container logs (a source with a ``framing``) keep that fast path for chunks that certainly hold no part of a
+split record; the others are decoded and their records joined (``agent/tail/partials.py``), before multiline.
 A partial last line is held back (never handed out, never checkpointed past) and re-read with the next chunk.
 A line longer than ``max_line_bytes`` is cut at a character boundary and the rest of it skipped, counted.
 """
@@ -19,6 +21,7 @@ from agent.fileid import pread_exact
 from agent.lines import LineChunk
 from agent.tail.config import TailConfig
 from agent.tail.multiline import RecordAssembler
+from agent.tail.partials import PartialJoiner, framing_for
 from agent.tail.stats import TailStats
 from agent.tail.stream import GUARD_BYTES, Stream, guard_before
 
@@ -60,7 +63,18 @@ class LineReader:
         self.stats = stats
         self._encoding = config.encoding
         self._utf8 = codecs.lookup(config.encoding).name == "utf-8"
-        self.assembler = RecordAssembler(config.multiline) if config.multiline else None
+        framing = config.framing()
+        self.joiner = None if framing is None else PartialJoiner(
+            framing_for(framing), max_line_bytes=config.max_line_bytes, stats=stats, source=config.name)
+        self.assembler: RecordAssembler | None = None
+        if config.multiline is not None:
+            if self.joiner is None:
+                self.assembler = RecordAssembler(config.multiline)
+            else:
+                self.assembler = RecordAssembler(config.multiline, message_of=self.joiner.framing.message,
+                                                 continued=self.joiner.framing.continued)
+        self._positions = self.assembler is not None or self.joiner is not None
+        """Both keep a record pending on its stream and need each line's file position."""
 
     def read(self, f: Stream, size: int, now: float) -> Read:
         """Read one chunk of ``f`` (an open stream) up to ``size``; advance its positions."""
@@ -102,7 +116,7 @@ class LineReader:
         fast = True
         if last_nl >= 0:
             maybe_long = len(complete) > max_line and self._may_have_long_line(complete)
-            chunk = None if maybe_long else self._chunk(complete)
+            chunk = None if maybe_long else self._chunk(f, complete)
             if chunk is None:
                 texts, starts, fast = self._split(f, complete, start, maybe_long)
             f.consumed = start + last_nl + 1
@@ -110,6 +124,8 @@ class LineReader:
             line_start = start + (last_nl + 1 if last_nl >= 0 else 0)
             if chunk is not None:
                 texts, chunk = list(chunk), None
+                if self._positions:
+                    starts = self._line_starts(complete.split(b"\n"), start)
             texts.append(self.cut_long_line(f, rest))
             starts.append(line_start)
             self.stats.bytes_skipped += len(rest) - max_line
@@ -125,18 +141,43 @@ class LineReader:
             self.stats.lines_read += len(chunk)
             return Read(chunk, None, n)
         self.stats.lines_read += len(texts)
+        records = self.records(f, texts, starts, now)
         if self.assembler is not None:
-            return Read(self.assembler.assemble(f, texts, starts, now), None, n)
-        if not texts:
+            return Read(records, None, n)
+        if not records:
             return Read([], None, n)
-        if fast and self._utf8:
+        if fast and self._utf8 and records is texts:
             return Read(texts, complete, n)
-        return Read(texts, "\n".join(texts).encode("utf-8", "surrogatepass"), n)
+        return Read(records, "\n".join(records).encode("utf-8", "surrogatepass"), n)
 
-    def _chunk(self, complete: bytes) -> LineChunk | None:
+    def records(self, f: Stream, texts: list[str], starts: list[int], now: float) -> list[str]:
+        """Decoded lines to records: split container records joined, then multiline records assembled (each
+        keeps what is not complete yet on the stream). ``texts`` itself when neither applies."""
+        if self.joiner is not None:
+            texts, starts = self.joiner.join(f, texts, starts)
+        if self.assembler is not None:
+            return self.assembler.assemble(f, texts, starts, now)
+        return texts
+
+    def rest(self, f: Stream, now: float) -> list[str]:
+        """A stream finished for good: what is pending on it as records (the split container record joined
+        so far, through the multiline assembler, then the pending multiline record)."""
+        records: list[str] = []
+        if self.joiner is not None:
+            texts, starts = self.joiner.take(f)
+            records = self.assembler.assemble(f, texts, starts, now) if self.assembler is not None else texts
+        if self.assembler is not None:
+            records.extend(self.assembler.take(f))
+        return records
+
+    def _chunk(self, f: Stream, complete: bytes) -> LineChunk | None:
         """Complete lines (none over-long: the caller checked) handed on undecoded (see agent/lines.py): the
-        common case of valid UTF-8 without multiline records. None sends the chunk down the per-line path."""
+        common case of valid UTF-8 without multiline records (nor, in container logs, a part of a split record
+        in the chunk or pending on the stream). None sends the chunk down the per-line path."""
         if self.assembler is not None or not self._utf8:
+            return None
+        count = complete.count(b"\n") + 1
+        if self.joiner is not None and not self.joiner.whole(f, complete, count):
             return None
         ascii = complete.isascii()
         if not ascii:
@@ -144,7 +185,7 @@ class LineReader:
                 complete.decode("utf-8")  # validity only; the matcher decodes the few lines it needs
             except UnicodeDecodeError:
                 return None
-        return LineChunk(complete, complete.count(b"\n") + 1, ascii=ascii)
+        return LineChunk(complete, count, ascii=ascii)
 
     def _split(self, f: Stream, complete: bytes, start: int, maybe_long: bool) -> tuple[list[str], list[int], bool]:
         """Decode complete lines; the fast path is one decode and one split per chunk (no per-line work).
@@ -161,14 +202,19 @@ class LineReader:
             if max(map(len, parts)) > max_line:
                 return self._split_slow(f, parts, start)
         starts: list[int] = []
-        if self.assembler is not None:
-            if parts is None:
-                parts = complete.split(b"\n")
-            pos = start
-            for p in parts:
-                starts.append(pos)
-                pos += len(p) + 1
+        if self._positions:
+            starts = self._line_starts(parts if parts is not None else complete.split(b"\n"), start)
         return texts, starts, True
+
+    @staticmethod
+    def _line_starts(parts: list[bytes], start: int) -> list[int]:
+        """The file position of each line (``parts``: the raw lines, read from ``start``)."""
+        starts: list[int] = []
+        pos = start
+        for p in parts:
+            starts.append(pos)
+            pos += len(p) + 1
+        return starts
 
     def _may_have_long_line(self, complete: bytes) -> bool:
         """Cheap test for a line longer than max_line_bytes: ~2 C-level find() calls per max_line_bytes.

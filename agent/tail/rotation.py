@@ -1,8 +1,9 @@
 """How a stream ends or moves: rotated away (drain it through its descriptor, then finish), found again under
 another name or as a copy, truncated in place (finish the old content from its copy, restart at 0), or lost.
 
-Every end hands out what is left (a last unterminated line, a pending multiline record) with ``finished``,
-so the agent forgets the stream's checkpoint in the same transaction as its last lines.
+Every end hands out what is left (a last unterminated line, a container record split by its runtime and
+joined so far, a pending multiline record) with ``finished``, so the agent forgets the stream's checkpoint in
+the same transaction as its last lines.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from agent.tail.compressed import decompressed_head, find_compressed, unpack_who
 from agent.tail.config import TailConfig
 from agent.tail.emit import Emitter
 from agent.tail.identity import OPEN_FLAGS, SearchFailed, find_in_dirs, later_generations, search_dirs
-from agent.tail.multiline import take_record
 from agent.tail.opening import StreamOpener
 from agent.tail.reader import LineReader
 from agent.tail.scan import expand_glob
@@ -122,19 +122,17 @@ class Rotation:
         self.stats.lost(f.path, lost)
         log.warning("tail.stream_lost", source=self.config.name, path=f.path, key=f.key, offset=f.consumed,
                     known_unread_bytes=lost, reason=reason)
-        self.finish(f, take_record(f))
+        self.finish(f, self.reader.rest(f, time.monotonic()))
 
     def finish(self, f: Stream, read: Sequence[str]) -> None:
         """The stream is done for good: emit what is left (a last unterminated line too) and forget it."""
         lines = list(read)
         start = f.consumed
+        now = time.monotonic()
         text = self.reader.last_line(f)
         if text is not None:
-            if self.reader.assembler is not None:
-                lines.extend(self.reader.assembler.assemble(f, [text], [start], time.monotonic()))
-            else:
-                lines.append(text)
-        lines.extend(take_record(f))
+            lines.extend(self.reader.records(f, [text], [start], now))
+        lines.extend(self.reader.rest(f, now))
         self.emitter.emit(f, lines, None, finished=True)
         self.siblings.record(f)  # read whole: never to be taken for an unread generation when renamed on
         self.table.close_fd(f)
@@ -147,7 +145,7 @@ class Rotation:
         self.stats.truncations += 1
         copy = None
         copy_mtime_ns = 0
-        if f.key is not None or f.record or f.consumed < f.size:
+        if f.key is not None or f.record or f.partial is not None or f.consumed < f.size:
             copy = find_in_dirs(f, same_inode=False, followed=self.table.by_id)
             if copy is not None:
                 copy_mtime_ns = copy[2].st_mtime_ns
@@ -157,7 +155,8 @@ class Rotation:
                     copy = (unpacked[0], unpacked[1], os.fstat(unpacked[1]))
                     copy_mtime_ns = os.stat(unpacked[0]).st_mtime_ns
                     self.stats.compressed_reads += 1
-        if copy is not None and not f.consumed and not f.record and self._read_whole_already(f, copy[1]):
+        if (copy is not None and not f.consumed and not f.record and f.partial is None
+                and self._read_whole_already(f, copy[1])):
             # The reader had read nothing of this content, and a look for generations rotated unread already
             # read its copy whole (the file was truncated again before the reader got to it): not twice.
             os.close(copy[1])
@@ -175,10 +174,10 @@ class Rotation:
             self.follow_later_generations(f, path, since, old.head, now)
             f.copied_until_ns = max(copy_mtime_ns, f.copied_until_ns)
             f.copies_checked = False
-        elif f.key is not None or f.record:
+        elif f.key is not None or f.record or f.partial is not None:
             self.stats.lost(f.path, max(0, f.size - f.consumed))
             old = self._old_content(f, f.path, f.dev, f.ino)
-            self.emitter.emit(old, take_record(old), None, finished=True)
+            self.emitter.emit(old, self.reader.rest(old, now), None, finished=True)
         if copy is None and f.copied_until_ns:
             # truncated again before the reader saw any of this generation: its copy, if any, is one of the
             # copies newer than the last one drained, looked for once content shows up (core: copies_checked)
@@ -189,6 +188,7 @@ class Rotation:
         f.consumed = f.read_end = 0
         f.skipping_long_line = False
         f.record = []
+        f.partial = f.partial_skip = None
         f.checkpoint_pos = 0
         f.checkpoint_skipping = False
         f.size = 0
@@ -246,4 +246,4 @@ class Rotation:
                       guard_len=f.guard_len, consumed=f.consumed, read_end=f.consumed,
                       skipping_long_line=f.skipping_long_line, checkpoint_pos=f.checkpoint_pos,
                       checkpoint_skipping=f.checkpoint_skipping, record=f.record, record_start=f.record_start,
-                      record_updated=f.record_updated)
+                      record_updated=f.record_updated, partial=f.partial, partial_skip=f.partial_skip)

@@ -94,7 +94,9 @@ class FileSource:
 
     async def close(self, queue: asyncio.Queue[Batch] | None = None) -> None:
         """Finish after :meth:`run` was cancelled: hand out complete multiline records (when ``queue`` is given
-        and every earlier batch of their stream reached it), then close descriptors and stop watching."""
+        and every earlier batch of their stream reached it), then close descriptors and stop watching. A
+        container record whose runtime has not written its final part yet is not handed out: the restart
+        re-reads it from its first part (see ``agent/tail/partials.py``)."""
         if self._closed:
             return
         self._closed = True

@@ -6,6 +6,8 @@ descriptor, never by name. The positions, in the order they advance:
 
 * ``checkpoint_pos`` - what the last emitted checkpoint says (a restart resumes here);
 * ``record_start`` - where a pending multiline record begins (checkpoints stop here while it is pending);
+* ``partial.start`` - where a container record split by its runtime begins (CRI ``P`` lines, Docker ``log``
+  without a newline: see ``agent/tail/partials.py``); checkpoints stop here too while it is pending;
 * ``consumed`` - after the last complete line handed on (or after the skipped part of an over-long line);
 * ``read_end`` - how far bytes were read: ``consumed`` plus a held-back partial last line.
 
@@ -23,6 +25,22 @@ from agent.fileid import pread_exact
 
 GUARD_BYTES = 128
 """Bytes right before a stream's position kept (and fingerprinted in its checkpoint) to recognise it."""
+
+
+@dataclass(eq=False, slots=True)
+class Partial:
+    """The parts of a container record that its runtime split over several lines, being joined (see
+    ``agent/tail/partials.py``). Only a stream in the middle of such a record has one."""
+
+    start: int
+    """File position of the first part's line: checkpoints stay here until the record is handed on."""
+    time: str
+    stream: str
+    """``stdout`` or ``stderr``: the record's time and stream are its first part's."""
+    parts: list[str]
+    """The messages so far, in order (joined with no separator)."""
+    size: int
+    """Their length in bytes (UTF-8; approximate for other encodings), kept under ``max_line_bytes``."""
 
 
 @dataclass(eq=False, slots=True)
@@ -65,6 +83,13 @@ class Stream:
     """Lines of the multiline record being assembled."""
     record_start: int = 0
     record_updated: float = 0.0
+
+    partial: Partial | None = None
+    """A container record split by its runtime, not complete yet. None, not an empty object, for the same
+    reason as ``read_heads``: almost no stream is ever in the middle of one."""
+    partial_skip: str | None = None
+    """The runtime stream (``stdout``/``stderr``) whose record was cut at ``max_line_bytes``: its remaining
+    parts are skipped (counted) up to its final part."""
 
     read_heads: tuple[bytes, ...] = ()
     """copytruncate: the first bytes of the generations of this file read so far (their copies are known).
