@@ -14,11 +14,13 @@ scratch space is per thread), so calls from ``asyncio.to_thread`` workers, even 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from agent.lines import LineChunk
+from agent.match.cache import CacheState, MatchCache
 from agent.match.engines import Engine, EngineName, Variant, select
 from agent.match.guard import Guard, risk
 
@@ -35,12 +37,18 @@ class MultiMatcher:
 
     engine: EngineName
 
-    def __init__(self, patterns: Sequence[str], *, engine: EngineName | Literal["auto"] = "auto") -> None:
+    def __init__(self, patterns: Sequence[str], *, engine: EngineName | Literal["auto"] = "auto",
+                 cache_dir: str | os.PathLike[str] | None = None) -> None:
         """Compile ``patterns``; raise ``re.error`` naming the first invalid one.
 
         ``engine="auto"`` picks the fastest available engine (hyperscan, then re2, then re) and degrades if
         one fails to build; naming an engine forces it (tests, benchmarks) and raises ``RuntimeError`` when
         it is unavailable.
+
+        ``cache_dir``: keep the fast engine's compiled programs there (``agent.match.cache``), so the next
+        construction with the same patterns skips translating and compiling them (1,000 rules on
+        hyperscan: ~2.5-4 s -> ~0.12 s). Results are the same with or without it; a cache file that cannot
+        be used or written is logged and ignored, never an error.
         """
         self.patterns: tuple[str, ...] = tuple(patterns)
         compiled: list[re.Pattern[str]] = []
@@ -56,7 +64,9 @@ class MultiMatcher:
         self._risks = {i: why for i, p in enumerate(self.patterns) if (why := risk(p))}
         self.guard = Guard([self.patterns[i] for i in self._risks]) if self._risks else None
         self._search: tuple[Callable[[str], Any], ...] = tuple(self._searcher(i, c) for i, c in enumerate(compiled))
-        chosen = select(self.patterns, engine)
+        cache = MatchCache(cache_dir, self.patterns) if cache_dir is not None else None
+        chosen = select(self.patterns, engine, cache)
+        self.cache_state: CacheState = cache.state if cache is not None else "off"
         self.engine = chosen.name
         self._prefilter: Engine[Any] | None = chosen.engine  # None: plain re on every line
         self._ascii: Variant = chosen.ascii
@@ -84,6 +94,8 @@ class MultiMatcher:
         kind it applies to ("ascii" chunks, "non-ascii" chunks); empty for the ``re`` engine, where that is
         every pattern. ``widened``: patterns the fast engine over-approximates; ``re`` confirms each candidate,
         so results stay exact, only a little more work is done. ``unavailable``: faster engines skipped, why.
+        ``cache``: "off" (no ``cache_dir``), "loaded", "stored" (built, then written), "unstored" (built, could
+        not be written) or "unused" (no fast engine program to keep).
         """
         fallback: list[dict[str, Any]] = []
         widened: list[dict[str, Any]] = []
@@ -105,6 +117,7 @@ class MultiMatcher:
             "guarded": [{"index": i, "pattern": self.patterns[i], "reason": why, "abandoned": abandoned.get(i, 0)}
                         for i, why in self._risks.items()],
             "unavailable": dict(self._unavailable),
+            "cache": self.cache_state,
         }
 
     def __repr__(self) -> str:

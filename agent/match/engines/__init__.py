@@ -4,7 +4,8 @@
 matcher then only calls ``Engine.candidate_lines`` on the chosen engine's variants.
 """
 
-from agent.match.engines.auto import Selection, available_engines, select
+from agent.match.engines.auto import ProgramCache, Selection, available_engines, select
 from agent.match.engines.base import CandidateLine, Engine, EngineName, Variant
 
-__all__ = ["CandidateLine", "Engine", "EngineName", "Selection", "Variant", "available_engines", "select"]
+__all__ = ["CandidateLine", "Engine", "EngineName", "ProgramCache", "Selection", "Variant", "available_engines",
+           "select"]

@@ -3,14 +3,15 @@
 ``re`` is not an engine object: it is the absence of a prefilter (every pattern on every line), always
 available and impossible to fail. Asking for an engine by name forces it (tests, benchmarks) and raises
 ``RuntimeError`` instead of degrading; ``auto`` records why each faster engine was skipped, for
-``describe()``.
+``describe()``. With a ``ProgramCache`` (``agent.match.cache``), each engine's variants are first looked up
+there and stored after a build: translation and compilation are skipped on a hit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from agent.match.engines.base import Engine, EngineName, Variant
 from agent.match.engines.hyperscan import HyperscanEngine
@@ -36,6 +37,14 @@ def available_engines() -> list[EngineName]:
     return [name for name in ORDER if not unavailable(name)]
 
 
+class ProgramCache(Protocol):
+    """Where built variants are kept between processes (``agent.match.cache.MatchCache``). Never raises."""
+
+    def load(self, engine: Engine[Any]) -> tuple[Variant, Variant] | None: ...
+
+    def store(self, engine: Engine[Any], ascii: Variant, uni: Variant) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Selection:
     """The engine that built, its two variants, and why faster ones were skipped."""
@@ -47,8 +56,10 @@ class Selection:
     unavailable: dict[str, str]
 
 
-def select(patterns: Sequence[str], choice: EngineName | Literal["auto"]) -> Selection:
-    """Build ``patterns`` (already valid for ``re``) with engine ``choice``, or the best one for ``auto``."""
+def select(patterns: Sequence[str], choice: EngineName | Literal["auto"],
+           cache: ProgramCache | None = None) -> Selection:
+    """Build ``patterns`` (already valid for ``re``) with engine ``choice``, or the best one for ``auto``;
+    ``cache``, when given, supplies variants built before and keeps the ones built now."""
     skipped: dict[str, str] = {}
     translations: dict[bool, list[Translation]] | None = None
     for name in ORDER if choice == "auto" else (choice,):
@@ -62,11 +73,15 @@ def select(patterns: Sequence[str], choice: EngineName | Literal["auto"]) -> Sel
         try:
             if engine is None or not patterns:
                 ascii = uni = Variant(always=tuple(range(len(patterns))) if engine is None else ())
+            elif cache is not None and (cached := cache.load(engine)) is not None:
+                ascii, uni = cached
             else:
                 if translations is None:  # made once, even when an engine fails and the next one tries
                     translations = translate_patterns(patterns)
                 ascii = engine.build(translations[True], ascii_only=True)
                 uni = engine.build(translations[False], ascii_only=False)
+                if cache is not None:
+                    cache.store(engine, ascii, uni)
         except Exception as exc:
             if choice != "auto":
                 raise RuntimeError(f"matcher engine {name!r} failed to build: {exc}") from exc

@@ -7,9 +7,11 @@ freely but must never miss a line a pattern's translation matches.
 
 Each engine builds two variants, one for pure-ASCII chunks and one for any UTF-8 (see ``translate``). A
 ``Variant`` holds everything a scan needs besides per-thread scratch, including what the engine left to
-plain ``re``; nothing is derived from the translations after ``build``. That is the seam for caching
-compiled programs (issue 18): a ``dump(variant) -> bytes`` / ``load(blob) -> Variant`` pair next to
-``build``, keyed by the translations and the engine's library version.
+plain ``re``; nothing is derived from the translations after ``build``. That is what makes compiled
+programs cacheable on disk (``agent.match.cache``): ``dump(variant) -> bytes`` / ``load(blob, shape) ->
+Variant`` next to ``build``, and ``cache_identity()`` naming what a dumped program depends on besides the
+patterns and the code (library version, CPU). The shared fields (``covered``, ``always``, ``reasons``,
+``approx``) are stored by the cache itself; an engine (de)serializes only its program.
 """
 
 from __future__ import annotations
@@ -60,6 +62,35 @@ class Engine(ABC, Generic[V]):
         Called only when ``variant.program`` is not None; ``chunk`` is valid UTF-8 (pure ASCII for the
         ASCII variant) with lines joined by ``b"\\n"``. Must be safe to call from several threads at once.
         """
+
+    # ------------------------------------------------------------- the on-disk cache (agent.match.cache)
+    def cache_identity(self) -> dict[str, str] | None:
+        """What a dumped program depends on besides the patterns and the source code (library version, CPU
+        features the program was compiled for), as strings for the cache key; None: not cacheable."""
+        return None
+
+    def dump(self, variant: V) -> bytes:
+        """The engine-specific part of ``variant`` (its program) as bytes ``load`` can read back.
+
+        Only called when ``cache_identity()`` is not None. The bytes are written to a file others may be
+        able to write to, so ``load`` must not trust them beyond what its library verifies.
+        """
+        raise NotImplementedError(f"{self.name} programs cannot be cached")
+
+    def load(self, blob: bytes, shape: Variant) -> V:
+        """A variant from ``dump``'s bytes; ``shape`` carries the shared fields (already validated).
+
+        Raise anything on bytes that do not make a program: the cache then rebuilds.
+        """
+        raise NotImplementedError(f"{self.name} programs cannot be cached")
+
+
+def reshape(variant: V, shape: Variant) -> V:
+    """``variant`` given ``shape``'s shared fields (copies): what an engine's ``load`` returns."""
+    variant.covered, variant.always = tuple(shape.covered), tuple(shape.always)
+    variant.reasons = dict(shape.reasons)
+    variant.approx = {i: list(why) for i, why in shape.approx.items()}
+    return variant
 
 
 def split(translations: Sequence[Translation], variant: Variant) -> dict[int, str]:

@@ -4,6 +4,10 @@ Each reported match end is mapped to the line that contains it. The fastest engi
 exist for x86-64 only and need SSSE3, hence the self-test before it is trusted. Patterns hyperscan rejects
 are retried alone in PREFILTER mode (where hyperscan widens what it cannot do exactly), else left to ``re``.
 
+A database serializes (``dump``/``load``, for ``agent.match.cache``), but only for the same hyperscan
+release and a CPU with the same features it was compiled for: ``cache_identity`` names both, and hyperscan
+itself refuses (at scan time) a database built for another platform.
+
 Thread safety: a scratch space must never be used by two scans at once, so each variant keeps one per
 thread; calls from ``asyncio.to_thread`` workers (even concurrent ones) are safe. python-hyperscan releases
 the GIL while ``hs_scan`` runs and re-takes it only for each match callback.
@@ -15,10 +19,11 @@ import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Final
 
 from agent.match import sre
-from agent.match.engines.base import CandidateLine, Engine, EngineName, Variant, split
+from agent.match.engines.base import CandidateLine, Engine, EngineName, Variant, reshape, split
 from agent.match.translate import Translation
 
 try:  # optional fast engine: the agent must still work (slower) without it
@@ -30,6 +35,10 @@ else:
     _HS_MISSING = ""
 
 _HIT_SHIFT: Final = 24  # hits are packed as (end offset << _HIT_SHIFT) | pattern index
+# CPU flags (Linux /proc/cpuinfo names) that decide which code paths hyperscan compiles a database for: a
+# database from a host with AVX2/AVX-512 must not be loaded on one without them. The rest are its baseline.
+_CPU_FLAGS: Final = ("ssse3", "sse4_1", "sse4_2", "popcnt", "bmi", "bmi2", "avx", "avx2", "avx512f",
+                     "avx512bw", "avx512vl", "avx512vbmi")
 
 
 def _on_hs_match(pattern: int, _start: int, end: int, _flags: int, sink: list[int]) -> None:
@@ -50,6 +59,29 @@ def _probe() -> str:
     except Exception as exc:  # pragma: no cover - depends on the CPU
         return f"{type(exc).__name__}: {exc}"
     return "" if hits else "hyperscan self-test found no match"  # pragma: no branch
+
+
+@functools.cache
+def _host_target() -> str:
+    """What hyperscan compiles for on this host (its version and the CPU features it targets), as it says."""
+    db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+    db.compile(expressions=[b"x"], ids=[0], elements=1, flags=[_hs.HS_FLAG_MULTILINE])
+    info = db.info()
+    return info.decode("ascii", "replace") if isinstance(info, bytes) else str(info)
+
+
+@functools.cache
+def _cpu_flags() -> str:
+    """The CPU flags of ``_CPU_FLAGS`` this host has ("unknown" where /proc/cpuinfo cannot be read)."""
+    try:
+        with Path("/proc/cpuinfo").open(encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.partition(":")[2].split())
+                    return " ".join(flag for flag in _CPU_FLAGS if flag in have)
+    except OSError:
+        pass
+    return "unknown"
 
 
 @dataclass(slots=True)
@@ -126,6 +158,27 @@ class HyperscanEngine(Engine[HyperscanVariant]):
             ids = kept
             variant.program = compile_db(ids) if ids else None
         variant.covered = tuple(ids)
+        return variant
+
+    def cache_identity(self) -> dict[str, str] | None:
+        assert _hs is not None
+        return {
+            "library": str(getattr(_hs, "_hs_ext", _hs).__version__),  # hs_version(): release and build date
+            "binding": str(getattr(_hs, "__version__", "unknown")),
+            "target": _host_target(),
+            "cpu": _cpu_flags(),
+        }
+
+    def dump(self, variant: HyperscanVariant) -> bytes:
+        return b"" if variant.program is None else bytes(_hs.dumpb(variant.program))
+
+    def load(self, blob: bytes, shape: Variant) -> HyperscanVariant:
+        if bool(blob) != bool(shape.covered):
+            raise ValueError("a database must be there exactly when some pattern is covered")
+        variant = reshape(HyperscanVariant(), shape)
+        # hs_deserialize_database checks its own magic, version and CRC; the platform is checked at scan time
+        # (the cache's probe scan)
+        variant.program = _hs.loadb(blob, _hs.HS_MODE_BLOCK) if blob else None
         return variant
 
     def candidate_lines(self, variant: HyperscanVariant, chunk: bytes) -> list[CandidateLine]:
