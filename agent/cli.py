@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from agent import __version__
-from agent.config import Config, ConfigError, load_config
+from agent.config import Config, ConfigError, LogSourceConfig, load_config
 from agent.logsetup import LIVE_REDACTORS, Redactor, configure_logging
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
@@ -141,6 +141,9 @@ def replay(config: Config, lines: Iterable[str], *, source_name: str | None, rul
     from agent.alerts import AlertEngine, hit_events
     from agent.format import kubernetes_fields
     from agent.linetime import line_time
+    from agent.source import SourceStats
+    from agent.tail.partials import PartialJoiner, framing_for
+    from agent.tail.stream import Stream
 
     sources = [*config.logs, *config.journal]
     if source_name:
@@ -151,7 +154,10 @@ def replay(config: Config, lines: Iterable[str], *, source_name: str | None, rul
     for source in sources:
         rules = [r for r in source.rules if rule_name is None or r.name == rule_name]
         if rules:
-            compiled.append((source.name, rules, source.compile_rules(rules)))
+            framing = source.framing() if isinstance(source, LogSourceConfig) else None
+            joiner = None if framing is None else PartialJoiner(  # container partials, joined as the tailer does
+                framing_for(framing), max_line_bytes=source.max_line_bytes, stats=SourceStats(), source=source.name)
+            compiled.append((source.name, rules, source.compile_rules(rules), joiner, Stream(path, 0, 0)))
     out: list[Replayed] = []
 
     def advance(to: float) -> list[Replayed]:
@@ -172,18 +178,19 @@ def replay(config: Config, lines: Iterable[str], *, source_name: str | None, rul
         stamp = line_time(line, year)
         now = stamp if stamp is not None else (now if now else float(index))
         if index == 0:
-            for name, rules, _ in compiled:
+            for name, rules, *_ in compiled:
                 out += [(now, e.body, None) for e in engine.watch_rules(name, rules, now)]
         out += advance(now)
-        for name, rules, ruleset in compiled:
-            hits = ruleset.evaluate([line], path=path)
-            events = hit_events(engine, name, rules, path, hits, now)
-            if events:
-                record = ruleset.parser.parse(line) if ruleset.parser is not None else None
-                seen = {"line": line, "message": record.message if record else line,
-                        "fields": {**(record.fields if record else {}), **kubernetes_fields(path)},
-                        "parse_error": record.error if record else None}
-                out += [(now, e.body, seen) for e in events]
+        for name, rules, ruleset, joiner, stream in compiled:
+            for record_line in joiner.join(stream, [line], [index])[0] if joiner is not None else [line]:
+                hits = ruleset.evaluate([record_line], path=path)
+                events = hit_events(engine, name, rules, path, hits, now)
+                if events:
+                    record = ruleset.parser.parse(record_line) if ruleset.parser is not None else None
+                    seen = {"line": record_line, "message": record.message if record else record_line,
+                            "fields": {**(record.fields if record else {}), **kubernetes_fields(path)},
+                            "parse_error": record.error if record else None}
+                    out += [(now, e.body, seen) for e in events]
     if settle:
         # Show how open alerts would end: advance the clock past every quiet period.
         for _ in range(2):  # a wait that runs out, then the quiet period of what it opened
@@ -200,6 +207,7 @@ def cmd_test_rule(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
+    configure_logging("warning", stream=sys.stderr)  # stdout is the events (`--json | jq` must parse)
     names = {(s.name, r.name) for s in [*config.logs, *config.journal] for r in s.rules}
     if args.rule and args.rule not in {r for _, r in names}:
         print(f"no rule named {args.rule!r}; rules: {sorted(r for _, r in names)}", file=sys.stderr)

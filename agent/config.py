@@ -322,10 +322,11 @@ class LogSourceConfig(TailConfig):
     def framing(self) -> Literal["cri", "docker"] | None:
         return framing_of(self.formats)
 
-    def compile_rules(self, rules: Sequence[RuleConfig] | None = None) -> RuleSet:
+    def compile_rules(self, rules: Sequence[RuleConfig] | None = None, *, cache_dir: str | None = None) -> RuleSet:
         """The source's rules (or some of them) compiled for its format (seconds for thousands of rules: not
-        on the event loop)."""
-        return RuleSet(self.rules if rules is None else rules, formats=self.formats, message_field=self.message_field)
+        on the event loop; ``cache_dir`` keeps the compiled databases for the next start)."""
+        return RuleSet(self.rules if rules is None else rules, formats=self.formats, message_field=self.message_field,
+                       cache_dir=cache_dir)
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> LogSourceConfig:
@@ -354,8 +355,8 @@ class JournalSourceConfig(JournalConfig):
     def formats(self) -> tuple[FormatName, ...]:
         return ("raw",)
 
-    def compile_rules(self, rules: Sequence[RuleConfig] | None = None) -> RuleSet:
-        return RuleSet(self.rules if rules is None else rules, journal=True)
+    def compile_rules(self, rules: Sequence[RuleConfig] | None = None, *, cache_dir: str | None = None) -> RuleSet:
+        return RuleSet(self.rules if rules is None else rules, journal=True, cache_dir=cache_dir)
 
 
 class Config(BaseModel):

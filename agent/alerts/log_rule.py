@@ -117,10 +117,12 @@ def match(state: AlertState, rule: RuleLike, path: str, line: str, groups: Mappi
 
 
 def identity_labels(rule: RuleLike, fields: Mapping[str, str], values: Mapping[str, Any]) -> dict[str, str]:
-    """The rule's labels rendered, and its identity groups as labels (over a rule label of the same name)."""
+    """The rule's labels rendered, and its identity groups as labels (over a rule label of the same name); an
+    identity field path names its label with underscores (``req.path`` -> ``req_path``, the form Flashduty's
+    label keys take)."""
     own = {k: render(v, values) for k, v in rule.labels.items()}
     for name in rule.identity:
-        own[name] = fields.get(name, "")
+        own[name.replace(".", "_")] = fields.get(name, "")
     return own
 
 

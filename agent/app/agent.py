@@ -71,7 +71,8 @@ class Agent:
         self.inotify = InotifyHub()  # one inotify observer for every file source and the config watch
         self.ticker = AlertTicker(self.engine, self.outbox)
         self.pipeline_stats = PipelineStats()
-        self.sources = SourceSet(self.outbox, self.engine, self.inotify, self.ticker.tick, self.pipeline_stats)
+        self.sources = SourceSet(self.outbox, self.engine, self.inotify, self.ticker.tick, self.pipeline_stats,
+                                 rules_cache=str(Path(config.state_dir) / "match-cache"))
         self.outputs = Outputs(self.outbox, metrics=self.metrics, redactor=self.redactor, stdout=stdout)
         self.checks = CheckRunner(self.engine, self.outbox, self.redactor)
         self.engine.set_source_look(SourceLooks(self.sources))

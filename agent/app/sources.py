@@ -27,7 +27,10 @@ SourceConfig = LogSourceConfig | JournalSourceConfig
 
 class SourceSet:
     def __init__(self, outbox: Outbox, engine: AlertEngine, inotify: InotifyHub,
-                 tick: Callable[[float], asyncio.Future[None]], stats: PipelineStats) -> None:
+                 tick: Callable[[float], asyncio.Future[None]], stats: PipelineStats,
+                 rules_cache: str | None = None) -> None:
+        self.rules_cache = rules_cache
+        """Where compiled rule databases are kept, so a restart with 1,000 rules is ready in well under a second."""
         self.outbox = outbox
         self.engine = engine
         self.inotify = inotify
@@ -54,7 +57,7 @@ class SourceSet:
         else:
             source = FileSource(cfg, checkpoints, is_first_start=is_first_start, hub=self.inotify)
         # compiling thousands of rules takes seconds: never on the event loop
-        ruleset = await asyncio.to_thread(cfg.compile_rules)
+        ruleset = await asyncio.to_thread(cfg.compile_rules, cache_dir=self.rules_cache)
         runtime = SourceRuntime(cfg, ruleset, source, queue)
         pipeline = Pipeline(runtime, self.engine, self.outbox, self._tick, self.stats)
         runtime.tasks = [
@@ -89,7 +92,7 @@ class SourceSet:
     async def swap_rules(self, cfg: SourceConfig) -> None:
         """New rules for a running source: its offsets and queue stay as they are."""
         runtime = self.running[cfg.name]
-        runtime.ruleset = await asyncio.to_thread(cfg.compile_rules)
+        runtime.ruleset = await asyncio.to_thread(cfg.compile_rules, cache_dir=self.rules_cache)
         runtime.config = cfg
         await self._watch_rules(cfg)
 

@@ -29,7 +29,7 @@ from agent.format.config import framing_of
 from agent.format.values import template_text
 from agent.lines import LineChunk
 from agent.match import MultiMatcher
-from agent.rules import prefilter
+from agent.rules import prefilter as raw_prefilter
 from agent.rules.config import RuleConfig, compile_regex
 from agent.rules.where import Where
 
@@ -41,10 +41,11 @@ leaves the alert's severity there (rather than an empty string)."""
 
 
 @functools.lru_cache(maxsize=64)
-def _matcher(patterns: tuple[str, ...]) -> MultiMatcher:
-    """Compiling a hyperscan database takes ~0.5 s; a reload or a second source with the same patterns
-    reuses it (scans are thread-safe: scratch space is per thread)."""
-    return MultiMatcher(patterns)
+def _matcher(patterns: tuple[str, ...], cache_dir: str | None = None) -> MultiMatcher:
+    """Compiling a hyperscan database takes seconds for a thousand patterns: a reload or a second source with
+    the same patterns reuses it (scans are thread-safe: scratch space is per thread), and ``cache_dir`` keeps
+    it on disk for the next start (agent/match/cache.py)."""
+    return MultiMatcher(patterns, cache_dir=cache_dir)
 
 
 @dataclass(slots=True)
@@ -85,7 +86,9 @@ class RuleSet:
     ``journal``: the lines are journald messages and each line's fields come with the batch."""
 
     def __init__(self, rules: Sequence[RuleConfig], *, formats: Sequence[FormatName] = ("raw",),
-                 message_field: str | None = None, journal: bool = False) -> None:
+                 message_field: str | None = None, journal: bool = False, prefilter: bool = True,
+                 cache_dir: str | None = None) -> None:
+        """``prefilter=False`` parses every line (the reference the prefilter is tested against)."""
         self.rules = list(rules)
         self.formats = tuple(formats)
         patterns: list[str] = []
@@ -104,10 +107,10 @@ class RuleSet:
         self.structured = self.parser is not None or any(rule.where for rule in self.rules)
         self.journal = journal
         if not self.structured:
-            self.matcher = _matcher(tuple(patterns)) if patterns else None
+            self.matcher = _matcher(tuple(patterns), cache_dir) if patterns else None
             return
         # the message matcher: every owner's regex over parsed messages (with the guard against runaway ones)
-        self.matcher = _matcher(tuple(patterns)) if patterns else None
+        self.matcher = _matcher(tuple(patterns), cache_dir) if patterns else None
         self._owners: list[_Owner] = []
         self._pattern_of_owner: dict[int, int] = {}
         raw_patterns: list[str] = []
@@ -128,24 +131,25 @@ class RuleSet:
                 if pattern is not None:
                     self._pattern_of_owner[pattern_index] = owner
                     pattern_index += 1
-                best = self._prefilter(rule, kind, pattern)
+                best = self._prefilter(rule, kind, pattern) if prefilter else None
                 if best is None:
                     self._always.append(owner)
                 else:
                     raw_patterns.append(best.pattern)
                     self._raw_owner.append(owner)
-        self._prefiltered = [o for o in range(len(self._owners)) if o not in set(self._always)]
+        always = set(self._always)
+        self._prefiltered = [o for o in range(len(self._owners)) if o not in always]
         if raw_patterns and any(name in ("json", "docker") for name in self.formats):
-            raw_patterns.append(prefilter.ESCAPE_SEEN)
+            raw_patterns.append(raw_prefilter.ESCAPE_SEEN)
             self._raw_owner.append(-1)
-        self.prefilter = _matcher(tuple(raw_patterns)) if raw_patterns else None
+        self.prefilter = _matcher(tuple(raw_patterns), cache_dir) if raw_patterns else None
 
-    def _prefilter(self, rule: RuleConfig, kind: str, pattern: str | None) -> prefilter.Prefilter | None:
+    def _prefilter(self, rule: RuleConfig, kind: str, pattern: str | None) -> raw_prefilter.Prefilter | None:
         """The most selective superset of this side of the rule over the raw line (None: test every line)."""
-        candidates: list[prefilter.Prefilter | None] = []
+        candidates: list[raw_prefilter.Prefilter | None] = []
         if pattern is not None:
-            candidates.append(prefilter.literal(rule.contains) if kind == "fire" and rule.contains is not None
-                              else prefilter.regex_literal(pattern))
+            candidates.append(raw_prefilter.literal(rule.contains) if kind == "fire" and rule.contains is not None
+                              else raw_prefilter.regex_literal(pattern))
         if kind == "fire" and not self.journal:  # journald fields are not in the message
             groups = rule.group_names()
             has_keys = any(name in ("json", "logfmt", "docker") for name in self.formats)
@@ -153,7 +157,7 @@ class RuleSet:
             for path, condition in rule.where.items():
                 if path in SOURCE_LABEL_FIELDS:
                     continue  # from the file's name, not its lines
-                candidates.append(prefilter.condition(path, condition, keyed=has_keys and path not in unkeyed))
+                candidates.append(raw_prefilter.condition(path, condition, keyed=has_keys and path not in unkeyed))
         found = [c for c in candidates if c is not None]
         return max(found, key=lambda c: c.score) if found else None
 
