@@ -229,3 +229,27 @@ async def test_test_rule_joins_cri_partials_like_the_tailer(tmp_path: Path, fake
     [fired] = [json.loads(line) for line in result.stdout.splitlines()]
     assert fired["from"]["message"] == "upstream " + "y" * 100 + " reset"
     assert fired["from"]["fields"]["k8s_pod"] == "web-1" and fired["body"]["labels"]["k8s_namespace"] == "shop"
+
+
+async def test_a_50_mib_json_line_follows_max_line_bytes_with_bounded_memory(tmp_path: Path, fake: FakeFlashduty,
+                                                                             agent_process: Any) -> None:
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / "api.log"
+    with log.open("w") as f:
+        f.write('{"msg":"panic: huge payload","blob":"' + "z" * (50 * 1024 * 1024) + '"}\n')
+        f.write(record(msg="panic: small") + "\n")
+    agent = agent_process(API.format(url=fake.url))
+    agent.start()
+    await agent.wait_ready()
+    events = await fake.wait_for_events(1)
+    # the line is cut at max_line_bytes (64 KiB): no longer JSON, so its text is the message, and it is counted
+    assert events[0]["title_rule"] == "panic []"
+    text = await metrics(agent)
+    assert metric(text, "dutytail_lines_truncated_total", source="api") == 1
+    assert metric(text, "dutytail_parse_errors_total", source="api", format="json") == 1
+    assert agent.proc is not None
+    peak_kib = next(int(line.split()[1]) for line in Path(f"/proc/{agent.proc.pid}/status").read_text().splitlines()
+                    if line.startswith("VmHWM:"))
+    assert peak_kib < 160 * 1024, f"peak RSS {peak_kib} KiB for a 50 MiB line"
+    assert agent.stop() == 0
+    assert len(fake.events) == 1  # the second panic is the same open alert (no identity): counted, not re-sent
