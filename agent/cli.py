@@ -351,8 +351,11 @@ def render_status(data: dict[str, Any]) -> str:
                      f"last success {ago}" + (f", last error: {out['last_error']}" if out.get("last_error") else ""))
     for name, src in data.get("sources", {}).items():
         files = src.get("files") or []
+        fmt = "+".join(src.get("format") or ["raw"])
+        parse_errors = sum((src.get("parse_errors") or {}).values())
         lines.append(f"source {name} ({src.get('kind')}, from {src.get('config_file') or '-'}): {len(files)} files, "
-                     f"matcher {(src.get('matcher') or {}).get('engine')}")
+                     f"format {fmt}" + (f" ({parse_errors} lines did not parse)" if parse_errors else "")
+                     + f", matcher {(src.get('matcher') or {}).get('engine')}")
         for f in files[:20]:
             err = f" ERROR {f['last_error']}" if f.get("last_error") else ""
             lines.append(f"  {f.get('path')}  {f.get('state', '')}  offset {f.get('offset')}  "

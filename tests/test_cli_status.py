@@ -40,8 +40,8 @@ async def test_status_and_send_test_commands(tmp_path: Path, fake: FakeFlashduty
     assert lines[0].endswith(f"host {event['labels']['host']}")
     assert "outbox: 0 queued, oldest 0s, 0 dead letters" in shown.stdout
     assert any(line.startswith("output default: sent 1, failed 0, last success ") for line in lines), lines
-    assert any(line.startswith("source app (FileSource, from ") and "config.yaml): 1 files, matcher " in line
-               for line in lines), lines
+    assert any(line.startswith("source app (FileSource, from ")
+               and "config.yaml): 1 files, format raw, matcher " in line for line in lines), lines
     assert f"  {app}  open  offset {app.stat().st_size}  lag 0 bytes" in lines
     assert "open alerts: 1" in lines
     assert f"  Critical app/db-timeout  count 1  key {event['alert_key']}" in lines
