@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from agent.format.values import as_number
 from agent.lines import LineChunk
 from agent.rules import RuleConfig, RuleSet, validating_for
-from agent.rules.prefilter import at_least, condition, literal, regex_literal
+from agent.rules.prefilter import Prefilter, at_least, condition, literal, regex_literal
 from agent.rules.where import FieldCondition
 
 TEXT = st.text(alphabet=st.sampled_from(list('ab5E0.-" \\/é\u2028:=x')), max_size=4)
@@ -157,6 +157,12 @@ def check(ruleset_rules: list[RuleConfig], lines: list[str], formats: tuple[Any,
     data = "\n".join(lines).encode()
     chunk = LineChunk(data, len(lines), ascii=data.isascii())
     assert answer(fast.evaluate(chunk, path=path)) == expected
+    # after its first lines the filter looks for each side's rarest pattern only: the same answers
+    assert fast.records is not None
+    fast.records.raw.sample_lines = 1
+    assert answer(fast.evaluate(lines, path=path)) == expected  # sampling, then the switch
+    assert answer(fast.evaluate(chunk, path=path)) == expected
+    assert answer(fast.evaluate(lines, path=path)) == expected
 
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -207,12 +213,17 @@ def test_at_least_is_exactly_the_integers_from_its_bound() -> None:
 
 
 def test_prefilters_pick_selective_literals() -> None:
-    assert literal('say "hi" to/me') is not None and literal('say "hi" to/me').pattern == "say\\ "  # type: ignore[union-attr]
-    assert literal("é") is None  # one character is not worth it
-    assert regex_literal(r"^/api/v1/(?P<x>\w+) timeout").pattern == "\\ timeout"  # type: ignore[union-attr]
-    assert regex_literal(r"(?i)error: (a|b)").pattern == "(?i:error:\\ )"  # type: ignore[union-attr]
+    assert literal('say "hi" to/me') == Prefilter("\\ to\\\\?/me", 12)  # a slash may be written \\/
+    assert literal("é") is None  # too short to be worth it
+    assert regex_literal(r"^/api/v1/(?P<x>\w+) timeout").score == 16  # type: ignore[union-attr]
+    assert regex_literal(r"(?i)error: (a|b)") == Prefilter("(?i:(?:error:\\ a)|(?:error:\\ b))", 15)
+    assert regex_literal(r"payment (declined|failed)") is not None
+    assert re.search(regex_literal(r"certificate (has )?expired").pattern, "certificate has expired")  # type: ignore[union-attr]
     assert regex_literal(r"\d+|x") is None
     gte = condition("req.status", FieldCondition.model_validate({"gte": 500}), keyed=True)
     assert gte is not None and re.search(gte.pattern, '"status": 503') and not re.search(gte.pattern, '"status":404')
+    prefix = condition("req.path", FieldCondition.model_validate({"match": "^/admin/"}), keyed=True)
+    assert prefix is not None and re.search(prefix.pattern, '"path":"\\/admin\\/x"')
+    assert not re.search(prefix.pattern, '"path":"/x/admin/"')
     assert condition("k8s_pod", FieldCondition.model_validate({"gte": 5}), keyed=False) is None
     assert condition("n", FieldCondition.model_validate({"ne": 5}), keyed=True) is None

@@ -30,12 +30,15 @@ from typing import Any
 from agent.match import sre
 from agent.rules.where import FieldCondition
 
-ESCAPE_SEEN = r"\\u"
+ESCAPE_SEEN = r"\\u[0-9a-fA-F]{4}"
 """A JSON ``\\uXXXX`` escape can hide any character: such a line is a candidate for every prefiltered rule."""
 
-_UNSAFE = re.compile(r'["\\/\x00-\x1f\x7f]+')
+_UNSAFE = re.compile(r'["\\\x00-\x1f\x7f]+')
+"""Characters a JSON or logfmt writer may escape as ``\\X`` (a slash is written ``/`` or ``\\/``: see ``_lit``)."""
+_UNSAFE_KEY = re.compile(r'["\\/\x00-\x1f\x7f]')
 _FLOAT_CHARS = frozenset("0123456789.eE+-")
 _KEY_GAP = r'[\\"\s]*[:=][\\"\s]*'
+_MAX_ALTERNATIVES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,58 +48,132 @@ class Prefilter:
     """Higher is more selective (fewer lines parsed)."""
 
 
+def _lit(run: str) -> str:
+    """``run`` as a regex over the raw line: a slash may be written escaped (``\\/``, PHP and some Java)."""
+    return re.escape(run).replace("/", "\\\\?/")
+
+
+def _run(text: str) -> str:
+    return max(_UNSAFE.split(text), key=len)
+
+
 def literal(text: str, *, ignorecase: bool = False) -> Prefilter | None:
-    """The longest run of ``text`` that is written verbatim in JSON and logfmt (at least 2 characters)."""
-    run = max(_UNSAFE.split(text), key=len)
-    if len(run) < 2:
+    """The longest run of ``text`` that is written verbatim in JSON and logfmt (at least 3 characters: shorter
+    ones nominate too many lines, and the fast engine runs them with ``re`` on every line)."""
+    return alternatives({text}, ignorecase=ignorecase)
+
+
+def alternatives(texts: set[str], *, ignorecase: bool = False) -> Prefilter | None:
+    """A superset for "the line holds one of ``texts``": each one's longest verbatim run, OR-ed."""
+    runs = sorted({_run(t) for t in texts})
+    if not runs or min(map(len, runs)) < 3:
         return None
-    pattern = re.escape(run)
+    parts = []
+    for run in runs:
+        pattern = _lit(run)
+        if set(run) <= _FLOAT_CHARS:  # could be the text of a float, which JSON may spell another way
+            pattern = f"{pattern}|[0-9][.eE]"
+        parts.append(pattern)
+    pattern = parts[0] if len(parts) == 1 else "|".join(f"(?:{p})" for p in parts)
     if ignorecase:
         pattern = f"(?i:{pattern})"
-    if set(run) <= _FLOAT_CHARS:  # could be the text of a float, which JSON may spell another way
-        pattern = f"(?:{pattern}|[0-9][.eE])"
-    return Prefilter(pattern, 2 * len(run))
+    elif len(parts) > 1 or "|" in pattern:
+        pattern = f"(?:{pattern})"
+    return Prefilter(pattern, 2 * min(map(len, runs)) - (len(runs) - 1))
 
 
-def regex_literal(pattern: str) -> Prefilter | None:
-    """The longest literal every match of a Python regex contains, or None."""
-    best: tuple[str, bool] = ("", False)
+def _exact(items: Any, c: Any) -> set[str] | None:
+    """The finite set of strings a regex fragment matches exactly (``(declined|failed)``, ``(has )?``), or
+    None when it is not one (or has more than ``_MAX_ALTERNATIVES``)."""
+    out = {""}
+    for op, av in items:
+        if op is c.LITERAL:
+            options: set[str] | None = {chr(av)}
+        elif op is c.SUBPATTERN and not av[1] and not av[2]:
+            options = _exact(av[3], c)
+        elif op is c.BRANCH:
+            options = set()
+            for branch in av[1]:
+                found = _exact(branch, c)
+                if found is None:
+                    return None
+                options |= found
+        elif op is c.MAX_REPEAT and av[0] == 0 and av[1] == 1:
+            inner = _exact(av[2], c)
+            options = None if inner is None else inner | {""}
+        elif op is c.IN and all(o is c.LITERAL for o, _ in av):
+            options = {chr(v) for _, v in av}
+        else:
+            return None
+        if options is None or len(out) * len(options) > _MAX_ALTERNATIVES:
+            return None
+        out = {a + b for a in out for b in options}
+    return out
+
+
+def _tree(pattern: str) -> Any:
     if sre.parser is None:
         return None
     try:
-        tree = sre.parser.parse(pattern)
+        return sre.parser.parse(pattern)
     except Exception:
+        return None
+
+
+def regex_literal(pattern: str) -> Prefilter | None:
+    """The most selective literal (or set of literals, one of which) every match of a Python regex holds."""
+    tree = _tree(pattern)
+    if tree is None:
         return None
     c = sre.constants
     repeats = {c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", c.MAX_REPEAT)}
+    best: Prefilter | None = None
+
+    def consider(texts: set[str], ignorecase: bool) -> None:
+        nonlocal best
+        found = alternatives(texts, ignorecase=ignorecase)
+        if found is not None and (best is None or found.score > best.score):
+            best = found
 
     def walk(items: Any, ignorecase: bool) -> None:
-        nonlocal best
-        run: list[str] = []
-
-        def flush() -> None:
-            nonlocal best
-            text = max(_UNSAFE.split("".join(run)), key=len)
-            if len(text) > len(best[0]):
-                best = (text, ignorecase)
-            run.clear()
-
+        current = {""}
         for op, av in items:
-            if op is c.LITERAL:
-                run.append(chr(av))
+            exact = _exact([(op, av)], c)
+            if exact is not None and len(current) * len(exact) <= _MAX_ALTERNATIVES:
+                current = {a + b for a in current for b in exact}
                 continue
-            flush()
-            if op is c.SUBPATTERN:
+            consider(current, ignorecase)
+            current = {""}
+            if exact is not None:
+                consider(exact, ignorecase)
+            elif op is c.SUBPATTERN:
                 _group, add, remove, sub = av
                 walk(sub, (ignorecase or bool(add & c.SRE_FLAG_IGNORECASE)) and not remove & c.SRE_FLAG_IGNORECASE)
             elif op in repeats and av[0] >= 1:
                 walk(av[2], ignorecase)
             elif op is getattr(c, "ATOMIC_GROUP", None):
                 walk(av, ignorecase)
-        flush()
+        consider(current, ignorecase)
 
     walk(tree, bool(tree.state.flags & c.SRE_FLAG_IGNORECASE))
-    return literal(best[0], ignorecase=best[1]) if best[0] else None
+    return best
+
+
+def anchored_prefix(pattern: str) -> str:
+    """The literal text a regex's every match starts the searched string with (``^/admin/`` -> ``/admin/``)."""
+    tree = _tree(pattern)
+    if tree is None or tree.state.flags & sre.constants.SRE_FLAG_IGNORECASE:
+        return ""
+    c = sre.constants
+    items = list(tree)
+    if not items or items[0][0] is not c.AT or items[0][1] not in (c.AT_BEGINNING, c.AT_BEGINNING_STRING):
+        return ""
+    prefix = []
+    for op, av in items[1:]:
+        if op is not c.LITERAL:
+            break
+        prefix.append(chr(av))
+    return "".join(prefix)
 
 
 def _number_text(value: int | float) -> str:
@@ -105,16 +182,38 @@ def _number_text(value: int | float) -> str:
     return str(value)
 
 
-def _value(operand: Any) -> Prefilter | None:
-    """A superset for ``field == operand`` over the raw line (the key aside)."""
+def _text_of(operand: Any) -> str:
     if operand is None:
-        return literal("null")
+        return "null"
     if isinstance(operand, bool):
-        return literal("true" if operand else "false")
+        return "true" if operand else "false"
     if isinstance(operand, int | float):
+        return _number_text(operand)
+    return str(operand)
+
+
+def _value(operand: Any) -> Prefilter | None:
+    """A superset for ``field == operand`` over the raw line, wherever the value is."""
+    if isinstance(operand, int | float) and not isinstance(operand, bool):
         text = _number_text(operand)
         return Prefilter(f"(?:{re.escape(text)}|[0-9][.eE])", 2 * len(text))
-    return literal(operand)
+    return literal(_text_of(operand))
+
+
+_EXPONENT = "-?[0-9]+(?:\\.[0-9]+)?[eE]"
+"""A number written with an exponent (``5E2``): its text as Python prints it can be anything."""
+
+
+def _keyed_value(operand: Any) -> str | None:
+    """What follows the key and ``:``/``=`` when ``field == operand``: the start of the value as written (or a
+    number with an exponent), as a regex; None when the value starts with a character that may be escaped."""
+    if isinstance(operand, int | float) and not isinstance(operand, bool) and operand == 0:
+        return f"-?0|{_EXPONENT}"  # -0 and -0.0 are 0 too
+    text = _text_of(operand)
+    lead = _UNSAFE.split(text, 1)[0] if text else ""
+    if not lead or lead != text[: len(lead)]:
+        return None
+    return f"{_lit(lead)}|{_EXPONENT}" if set(lead) <= _FLOAT_CHARS else _lit(lead)
 
 
 def at_least(bound: int) -> str:
@@ -135,26 +234,37 @@ def at_least(bound: int) -> str:
 def key_of(path: str) -> str | None:
     """The name the raw line spells the field's key with (the last part of the path), when it is safe."""
     key = path.rsplit(".", 1)[-1]
-    if key.isdigit() or _UNSAFE.search(key) or not key:
+    if key.isdigit() or _UNSAFE_KEY.search(key) or not key:
         return None
     return key
 
 
-def condition(path: str, cond: FieldCondition, *, keyed: bool) -> Prefilter | None:
-    """The most selective superset for one field's condition; ``keyed``: the raw line names its key."""
+def condition(path: str, cond: FieldCondition, *, keyed: bool, bare_keys: bool = False) -> Prefilter | None:
+    """The most selective superset for one field's condition. ``keyed``: the raw line names the field's key
+    (``"status":``, ``status=``), so a value can be looked for right after it; ``bare_keys``: logfmt, where a
+    bare key is ``true`` without the word being written."""
     key = key_of(path) if keyed else None
     best: Prefilter | None = None
     for op, operand in cond.operators():
         found: Prefilter | None = None
-        if op == "eq":
-            found = _value(operand)
-        elif op == "in":
-            parts = [_value(o) for o in operand]
-            if all(p is not None for p in parts):
-                found = Prefilter("|".join(f"(?:{p.pattern})" for p in parts if p),
-                                  min(p.score for p in parts if p) - len(parts) + 1)
+        if op in ("eq", "in"):
+            values = [operand] if op == "eq" else list(operand)
+            if bare_keys and any(_text_of(v) == "true" for v in values):
+                found = None  # `flag` alone means true: only the key is sure to be there
+            elif key is not None and all(_keyed_value(v) is not None for v in values):
+                after = "|".join(f"(?:{_keyed_value(v)})" for v in values)
+                found = Prefilter(f"{re.escape(key)}{_KEY_GAP}(?:{after})",
+                                  8 + min(2 * len(_text_of(v)) for v in values) - len(values))
+            else:
+                parts = [_value(v) for v in values]
+                if all(p is not None for p in parts):
+                    found = Prefilter("|".join(f"(?:{p.pattern})" for p in parts if p),
+                                      min(p.score for p in parts if p) - len(parts) + 1)
         elif op == "match":
             found = regex_literal(operand)
+            lead = _UNSAFE.split(anchored_prefix(operand), 1)[0]
+            if key is not None and lead and (found is None or 8 + 2 * len(lead) > found.score):
+                found = Prefilter(f"{re.escape(key)}{_KEY_GAP}{_lit(lead)}", 8 + 2 * len(lead))
         elif op in ("gt", "gte") and key is not None and isinstance(operand, int | float) and operand >= 0:
             bound = math.floor(operand)
             number = "-?[0-9]" if bound == 0 else f"(?:{at_least(bound)})"

@@ -157,7 +157,7 @@ class Where:
     __slots__ = ("_checks",)
 
     def __init__(self, conditions: Mapping[str, FieldCondition]) -> None:
-        checks: list[tuple[str, bool, list[Callable[[Any], bool]]]] = []
+        checks: list[tuple[str, bool, bool, list[Callable[[Any], bool]]]] = []
         for path, condition in conditions.items():
             ops = condition.operators()
             # a missing field holds only `exists: false` (and that alone)
@@ -165,15 +165,17 @@ class Where:
             tests = [_test(op, operand) for op, operand in ops if op != "exists"]
             if any(op == "exists" and operand is False for op, operand in ops):
                 tests.append(lambda _v: False)  # present, but it must not exist
-            checks.append((path, missing_holds, tests))
+            checks.append((path, "." in path, missing_holds, tests))  # a dotted path walks only when needed
         self._checks = tuple(checks)
 
     def __bool__(self) -> bool:
         return bool(self._checks)
 
     def holds(self, fields: Mapping[str, Any]) -> bool:
-        for path, missing_holds, tests in self._checks:
-            value = lookup_path(fields, path)
+        for path, parts, missing_holds, tests in self._checks:
+            value = fields.get(path, MISSING)
+            if value is MISSING and parts:
+                value = lookup_path(fields, path)
             if value is MISSING:
                 if not missing_holds:
                     return False

@@ -1,0 +1,145 @@
+"""Which lines each rule side may match, decided on the raw bytes before anything is parsed.
+
+Every side of a rule has its *required* prefilters (``prefilter.py``: one superset pattern per condition, and
+one for the message regex); a line is a candidate for a side only when all of them match it. Asking the
+multi-pattern engine for all of them costs a callback per (line, pattern), and in a real log most single
+conditions hold on a good part of the lines (``service: gateway`` on a quarter of them, ``method: GET`` on
+most): four hits a line add up to more than parsing would cost. So the engine looks for one pattern per side,
+its *primary*, and the side's other patterns are checked with ``re`` on the few lines the primary nominates.
+
+Which condition is the most selective depends on the log, not on the rule: a ``gte: 500`` may hold on 1% of
+one service's lines and on every line of another's. The first lines (``SAMPLE_LINES``) are therefore scanned
+for every pattern, counting how often each matches; then each side's primary becomes its rarest pattern. The
+plan only changes which superset is tried first, never the answer, so threads that race on the switch are
+harmless.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from agent.lines import LineChunk
+from agent.match import MultiMatcher
+
+SAMPLE_LINES = 20_000
+"""Lines scanned for every prefilter pattern before each side's rarest one is chosen as its primary."""
+
+Candidate = tuple[int, str, list[int]]
+"""(line index, or -1 on the undecoded path where only nominated lines are decoded; line; sides to test)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    matcher: MultiMatcher
+    global_of: tuple[int, ...]
+    """Matcher pattern index -> index in ``RawFilter.patterns`` (-1: the escape catch-all)."""
+    sides_of: dict[int, tuple[int, ...]]
+    """Matcher pattern index -> the sides it is the primary of (the sampling plan: of which it is first)."""
+    rest: dict[int, tuple[re.Pattern[str], ...]] = field(default_factory=dict)
+    """Side -> its other patterns, checked with ``re`` on the line (lean plan only)."""
+    sampling: bool = False
+
+
+class RawFilter:
+    """Immutable in what it answers; its plan (which pattern is tried first) improves once."""
+
+    def __init__(self, required: Sequence[tuple[int, ...]], patterns: Sequence[str], *, escape: str | None,
+                 matcher: Callable[[tuple[str, ...]], MultiMatcher]) -> None:
+        self.required = list(required)
+        self.patterns = list(patterns)
+        self._escape = escape
+        self._matcher = matcher
+        self.prefiltered = [s for s, req in enumerate(self.required) if req]
+        self.always = [s for s, req in enumerate(self.required) if not req]
+        self._counts = [0] * len(self.patterns)
+        self._sampled = 0
+        self.sample_lines = SAMPLE_LINES
+        self._lock = threading.Lock()
+        self._compiled = [re.compile(p) for p in self.patterns]
+        first = {s: req[0] for s, req in enumerate(self.required) if req}
+        lean_possible = any(len(req) > 1 for req in self.required)
+        self._plan: _Plan | None = None
+        if self.patterns:
+            self._plan = self._build(first, sampling=lean_possible)
+
+    def _build(self, primary: dict[int, int], *, sampling: bool) -> _Plan:
+        """A plan: the engine looks for every pattern (``sampling``) or only for each side's primary."""
+        wanted = list(range(len(self.patterns))) if sampling else sorted(set(primary.values()))
+        global_of = [*wanted, *([-1] if self._escape else [])]
+        texts = tuple(self.patterns[g] for g in wanted) + ((self._escape,) if self._escape else ())
+        local = {g: i for i, g in enumerate(wanted)}
+        sides_of: dict[int, list[int]] = defaultdict(list)
+        for side, g in primary.items():
+            sides_of[local[g]].append(side)
+        rest = {} if sampling else {
+            side: tuple(self._compiled[g] for g in self.required[side] if g != primary[side]) for side in primary}
+        return _Plan(self._matcher(texts), tuple(global_of), {k: tuple(v) for k, v in sides_of.items()}, rest,
+                     sampling)
+
+    def describe(self) -> dict[str, object]:
+        plan = self._plan
+        return {"prefiltered_rules": len(self.prefiltered), "rules_parsing_every_line": len(self.always),
+                "prefilter_engine": plan.matcher.engine if plan else "none",
+                "prefilter_plan": "sampling" if plan and plan.sampling else "lean"}
+
+    # ------------------------------------------------------------------------------------- answering
+    def candidates(self, lines: Sequence[str], data: bytes | None) -> list[Candidate]:
+        out: list[Candidate] = []
+        plan = self._plan
+        if plan is not None:
+            out = self._nominate(plan, lines, data)
+        if not self.always:
+            return out
+        found_at = {i: sides for i, _line, sides in out}
+        return [(i, line, sorted({*found_at.get(i, ()), *self.always})) for i, line in enumerate(lines)]
+
+    def _nominate(self, plan: _Plan, lines: Sequence[str], data: bytes | None) -> list[Candidate]:
+        grouped: list[tuple[int, str, set[int]]] = []
+        if isinstance(lines, LineChunk) and not self.always:
+            for j, m in plan.matcher.scan_chunk(lines):  # one decoded str per nominated line
+                if not grouped or grouped[-1][1] is not m.string:
+                    grouped.append((-1, m.string, set()))
+                grouped[-1][2].add(j)
+        else:
+            per_line: dict[int, set[int]] = defaultdict(set)
+            for i, j, _m in plan.matcher.scan(lines, data):
+                per_line[i].add(j)
+            grouped = [(i, lines[i], found) for i, found in sorted(per_line.items())]
+        out: list[Candidate] = []
+        counts: dict[int, int] = defaultdict(int)
+        global_of, sides_of, required = plan.global_of, plan.sides_of, self.required
+        for index, line, found in grouped:
+            if any(global_of[j] < 0 for j in found):  # a \uXXXX escape can hide any literal: every side
+                out.append((index, line, list(self.prefiltered)))
+                continue
+            wanted: list[int] = []
+            if plan.sampling:
+                present = {global_of[j] for j in found}
+                for g in present:
+                    counts[g] += 1
+                for j in found:
+                    wanted += [s for s in sides_of.get(j, ()) if all(r in present for r in required[s])]
+            else:
+                for j in found:
+                    wanted += [s for s in sides_of.get(j, ()) if all(rx.search(line) for rx in plan.rest[s])]
+            if wanted:
+                out.append((index, line, sorted(wanted)))
+        if plan.sampling:
+            self._learn(plan, counts, len(lines))
+        return out
+
+    def _learn(self, plan: _Plan, counts: dict[int, int], lines: int) -> None:
+        """Count what the sampling plan saw; once enough lines were seen, switch to the lean plan."""
+        with self._lock:
+            for g, n in counts.items():
+                self._counts[g] += n
+            self._sampled += lines
+            if self._plan is not plan or self._sampled < self.sample_lines:
+                return
+            rarest = {s: min(req, key=lambda g: (self._counts[g], req.index(g)))
+                      for s, req in enumerate(self.required) if req}
+            self._plan = self._build(rarest, sampling=False)
