@@ -8,6 +8,25 @@ A database serializes (``dump``/``load``, for ``agent.match.cache``), but only f
 release and a CPU with the same features it was compiled for: ``cache_identity`` names both, and hyperscan
 itself refuses (at scan time) a database built for another platform.
 
+Two kinds of false negatives of the library (python-hyperscan 0.9.1 bundles vectorscan 5.4.12; Intel's
+hyperscan 5.4.2, bundled by python-hyperscan 0.6.0, showed neither), worked around here as far as they go
+(tests/test_match_hyperscan_tail.py keeps them reproduced):
+
+- A block-mode scan of a buffer of 17-69 bytes does not report a match whose last byte is the buffer's
+  last byte (for a ``$``: the newline after it is), when the database also holds some other patterns
+  (``lx*=``, ``(?i)error``, ``warn|error|crit``, ``status\\s*=\\s*5\\d\\d``...). Chunks have no trailing
+  newline, so a short line appended to a log was lost. Never seen for a longer buffer (probed up to 5,000
+  bytes) nor 2 bytes or more before the end, so a chunk shorter than ``_SHORT_CHUNK`` is scanned as a copy
+  padded with newlines to past that length; longer chunks are scanned in place (no copy on the hot path).
+  Newlines are neutral: no translation matches one, and ``$``/``\\b`` see one as the end of the line.
+- A match of one or two characters that skips an optional or repeated part of its pattern (``a\\s*=`` on
+  ``a=``, ``=\\s*"``, ``x\\s*y``) is missed almost anywhere past the first 16 bytes of a buffer, padded or
+  not. Those patterns go to ``re`` (``always``, with the reason); they would nominate a large share of all
+  lines anyway. Patterns of a single length (``ab``, ``\\d\\d``) were never missed that way. Longer ones
+  still are, rarely: fuzzing lost ~8 of a million matching (line, pattern) pairs, all of generic patterns of
+  3-4 characters such as ``[a-f][^x]"+[a-f]`` (~1,300 per million before these workarounds). Only a fixed
+  library removes that.
+
 Thread safety: a scratch space must never be used by two scans at once, so each variant keeps one per
 thread; calls from ``asyncio.to_thread`` workers (even concurrent ones) are safe. python-hyperscan releases
 the GIL while ``hs_scan`` runs and re-takes it only for each match callback.
@@ -16,6 +35,7 @@ the GIL while ``hs_scan`` runs and re-takes it only for each match callback.
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +55,18 @@ else:
     _HS_MISSING = ""
 
 _HIT_SHIFT: Final = 24  # hits are packed as (end offset << _HIT_SHIFT) | pattern index
+# Chunks shorter than this are scanned as a copy padded with newlines to _SHORT_CHUNK + 2 bytes: vectorscan
+# loses matches on the last byte of buffers of 17-69 bytes (see the module docstring); 256 leaves a margin.
+_SHORT_CHUNK: Final = 256
+# A pattern with a shorter shortest match, and longer ones too, is left to re: vectorscan can miss it (module
+# docstring).
+_MIN_WIDTH: Final = 3
+_SHORT_REASON: Final = ("shortest match under 3 characters through an optional or repeated part: the hyperscan "
+                        "build (vectorscan 5.4.12) can miss such matches")
+_HEX_ESCAPE: Final = re.compile(r"\\x\{([0-9a-f]+)\}")
+_REPEATS: Final = frozenset(
+    getattr(sre.constants, name) for name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT")
+    if sre.constants is not None and hasattr(sre.constants, name))
 # CPU flags (Linux /proc/cpuinfo names) that decide which code paths hyperscan compiles a database for: a
 # database from a host with AVX2/AVX-512 must not be loaded on one without them. The rest are its baseline.
 _CPU_FLAGS: Final = ("ssse3", "sse4_1", "sse4_2", "popcnt", "bmi", "bmi2", "avx", "avx2", "avx512f",
@@ -44,6 +76,27 @@ _CPU_FLAGS: Final = ("ssse3", "sse4_1", "sse4_2", "popcnt", "bmi", "bmi2", "avx"
 def _on_hs_match(pattern: int, _start: int, end: int, _flags: int, sink: list[int]) -> None:
     """hyperscan match callback: kept to one append (it runs once per match end, with the GIL re-taken)."""
     sink.append((end << _HIT_SHIFT) | pattern)
+
+
+def _loses_short_matches(text: str) -> bool:
+    """Whether vectorscan may miss matches of this translation: its shortest match is under ``_MIN_WIDTH``
+    characters and not its only length (the lost ones skip an optional or repeated part: ``a\\s*=`` on
+    ``a=``). A repeat at the very end is counted at its minimum: it changes which lines match no more than
+    where they stop (``\\w.+`` nominates the lines ``\\w.`` does)."""
+    try:
+        tree = sre.parser.parse(_HEX_ESCAPE.sub(lambda m: f"\\U{int(m.group(1), 16):08x}", text), 0)
+    except Exception:  # pragma: no cover - every translation is valid Python syntax once unescaped
+        return True  # cannot tell: re is always right
+    items = list(tree)
+    low = high = 0
+    while items and items[-1][0] in _REPEATS:
+        repeat_min, _repeat_max, body = items.pop()[1]
+        body_low, body_high = body.getwidth()
+        low, high = low + repeat_min * body_low, high + repeat_min * body_high
+    if items:
+        head_low, head_high = sre.parser.SubPattern(tree.state, items).getwidth()
+        low, high = low + head_low, high + head_high
+    return low < _MIN_WIDTH and high != low
 
 
 @functools.cache
@@ -111,6 +164,11 @@ class HyperscanEngine(Engine[HyperscanVariant]):
         assert _hs is not None
         variant = HyperscanVariant()
         exprs = split(translations, variant)
+        short = [i for i, text in exprs.items() if _loses_short_matches(text)]
+        for i in short:
+            del exprs[i]
+            variant.reasons[i] = _SHORT_REASON
+        variant.always = tuple(sorted((*variant.always, *short)))
         base = _hs.HS_FLAG_MULTILINE | (0 if ascii_only else _hs.HS_FLAG_UTF8)
         flags = dict.fromkeys(exprs, base)
 
@@ -182,8 +240,12 @@ class HyperscanEngine(Engine[HyperscanVariant]):
         return variant
 
     def candidate_lines(self, variant: HyperscanVariant, chunk: bytes) -> list[CandidateLine]:
+        size = len(chunk)
+        # a short chunk: scan a newline-padded copy (vectorscan loses a match on the last byte of a short
+        # buffer, see the module docstring); offsets stay the chunk's, the padding holds no match
+        data = chunk if size >= _SHORT_CHUNK else chunk + b"\n" * (_SHORT_CHUNK + 2 - size)
         hits: list[int] = []
-        variant.program.scan(chunk, match_event_handler=_on_hs_match, context=hits, scratch=variant.scratch())
+        variant.program.scan(data, match_event_handler=_on_hs_match, context=hits, scratch=variant.scratch())
         if not hits:
             return []
         hits.sort()
@@ -194,6 +256,8 @@ class HyperscanEngine(Engine[HyperscanVariant]):
         patterns: list[int] = []
         for hit in hits:
             end = hit >> _HIT_SHIFT
+            if end > size:  # in the padding: impossible (no translation matches "\n"), and sorted last
+                break
             if end > line_end:
                 # Matches are never empty and line text holds no "\n": a match belongs to the line holding
                 # offset end - 1.
