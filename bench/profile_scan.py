@@ -24,7 +24,7 @@ ROLES = [  # first match wins, searched in the whole stack
      ("get_env_proxy_for_url", "_get_netrc_auth")),
     ("sender (event loop: OutputSender)", ("agent/sender/",)),
     ("outbox thread (SQLite)", ("apply_sync", "agent/outbox/")),
-    ("matcher (to_thread: RuleSet.evaluate)", ("evaluate (agent/rules.py",)),
+    ("matcher (to_thread: RuleSet.evaluate)", ("evaluate (agent/rules/",)),
     ("tailer thread (read/split)", ("cycle (agent/tail/core.py",)),
     ("event loop", ("run_forever", "_run_once")),
     # uvloop runs the loop in C: its epoll waits, socket I/O and callback dispatch show as the Runner frame
