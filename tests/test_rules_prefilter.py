@@ -227,3 +227,14 @@ def test_prefilters_pick_selective_literals() -> None:
     assert not re.search(prefix.pattern, '"path":"/x/admin/"')
     assert condition("k8s_pod", FieldCondition.model_validate({"gte": 5}), keyed=False) is None
     assert condition("n", FieldCondition.model_validate({"ne": 5}), keyed=True) is None
+
+
+def test_lines_that_cannot_be_objects_are_counted_alike_on_bytes_and_lines() -> None:
+    from agent.rules.records import evidently_not_json
+
+    lines = ['{"a":1}', "plain", " {\"b\":2}", "", "\t{}", "[1]", "{broken", "x", '{"c":3}']
+    data = "\n".join(lines).encode()
+    assert evidently_not_json(lines, None) == 3  # plain, [1], x: `{broken` starts like one (counted if parsed)
+    assert evidently_not_json(LineChunk(data, len(lines), ascii=True), None) == 3
+    first = ["oops", '{"a":1}']
+    assert evidently_not_json(LineChunk("\n".join(first).encode(), 2, ascii=True), None) == 1

@@ -53,19 +53,18 @@ class Side:
     """Prefilter patterns that must all match the raw line (``candidates.RawFilter``); empty: every line."""
 
 
-_JSON_STARTS = ("{", " ", "\t")
+_JSON_STARTS = ("{", " ", "\t", "")
+_NOT_AN_OBJECT = re.compile(rb"\n[^{ \t\n]")
+"""A line starting with anything but ``{`` or a blank cannot be a JSON object (empty lines are no records)."""
 
 
 def evidently_not_json(lines: Sequence[str], data: bytes | None) -> int:
-    """Lines of a ``json`` source that cannot be a JSON object (their first byte is not ``{`` or a blank),
-    counted on the raw bytes at C speed: the parse errors of lines no rule asked to parse. (A line that starts
-    like an object and still does not parse is counted when a rule parses it.)"""
+    """Lines of a ``json`` source that cannot be a JSON object, counted on the raw bytes at C speed: the parse
+    errors of lines no rule asked to parse. (A line that starts like an object and still does not parse is
+    counted when a rule parses it; an empty line is not a record and not counted.)"""
     if isinstance(lines, LineChunk):
         raw = lines.data
-        starts = (raw[:1] == b"{") + raw.count(b"\n{")  # one pass in the common case: every line an object
-        if starts < len(lines):
-            starts += (raw[:1] in (b" ", b"\t")) + raw.count(b"\n ") + raw.count(b"\n\t")
-        return len(lines) - starts
+        return (raw[:1] not in (b"{", b" ", b"\t", b"\n", b"")) + len(_NOT_AN_OBJECT.findall(raw))
     return sum(1 for line in lines if line[:1] not in _JSON_STARTS)
 
 
