@@ -156,3 +156,16 @@ async def test_long_partial_line_at_start_at_end(tmp_path: Path) -> None:
     await h.wait_lines(1)
     await h.stop()
     assert h.lines == ["new"]
+
+
+def test_utf8_validity_in_slices_agrees_with_a_whole_decode() -> None:
+    """Chunks are validated in 64 KiB slices (no multi-MiB string per chunk): a character split at a slice
+    edge is still valid, a bad byte anywhere or a cut character at the end is not."""
+    from agent.tail.reader import VALIDATE_SLICE, valid_utf8
+
+    text = ("é" * (VALIDATE_SLICE // 2 - 1) + "x" + "田中" * 40000).encode()
+    assert valid_utf8(text)
+    for bad in (text + b"\xc3", text[:VALIDATE_SLICE] + b"\xff" + text[VALIDATE_SLICE:], b"\xed\xa0\x80"):
+        assert not valid_utf8(bad)
+        with pytest.raises(UnicodeDecodeError):
+            bad.decode("utf-8")
