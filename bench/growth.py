@@ -1,0 +1,256 @@
+"""Growth: what the agent costs as a host grows, so a user can read the cost of their own host off a table.
+
+    .venv/bin/python bench/growth.py                      # rules 20/200/1,000 and line rates idle/1k/100k per s
+    .venv/bin/python bench/growth.py --quick              # smaller file, shorter windows, 1 run
+    .venv/bin/python bench/growth.py --sections rules     # one section
+
+Rules: the agent with 20 (the scan benchmark's), 200 or 1,000 rules (the 20 plus rules of the same shape
+that never match) on one source: the time to ready on the first start (nothing cached) and on a restart
+(the compiled databases cached in state_dir), and a generated log (bench/logdata.py, 0.1% matching,
+ending with a match) appearing in the watched directory: seconds from its appearance to its last line's
+event at a local endpoint, lines/s, CPU seconds and peak RSS.
+
+Line rate: 100 files under one source with the 20 rules; lines that match nothing appended round-robin at
+0, 1,000 and 100,000 lines/s for a window: the agent's CPU (% of one core) and RSS.
+
+Files (1k/10k/100k) are bench/files_scale.py's. Prints markdown; raw numbers to bench/out/growth.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    OUT,
+    Fake,
+    LineCounter,
+    agent_config,
+    cpu_seconds,
+    fmt_mmm,
+    free_port,
+    fresh_dir,
+    hwm_mib,
+    log,
+    metric,
+    rss_mib,
+    start_agent,
+)
+from logdata import RULES, _normal_line, generate, parse_size, rules_yaml
+
+
+def rules_of(count: int) -> str:
+    """``count`` rules: the 20 real ones, then rules of the same shape that never match (one alert per rule)."""
+    text = rules_yaml(identity=False)
+    for i in range(count - len(RULES)):
+        text += (f"      - name: synthetic-{i}\n"
+                 f"        match: 'component-{i} (?:failed|crashed): (?P<id>\\w+) code={1000 + i}'\n")
+    return text
+
+
+def _source(logdir: Path, rules: str) -> str:
+    return f"logs:\n  - name: growth\n    paths: [{logdir}/*.log]\n    start_at: beginning\n    rules:\n{rules}"
+
+
+# ------------------------------------------------------------------------------------------------ rules
+
+
+def _rules_run(workdir: Path, count: int, data: Any) -> dict[str, float]:
+    wd = fresh_dir(workdir / f"rules-{count}")
+    logdir = wd / "logs"
+    logdir.mkdir()
+    fake = Fake(free_port(), wd)
+    fake.start()
+    hport = free_port()
+    cfg = wd / "config.yaml"
+    cfg.write_text(agent_config(state_dir=wd / "state", health_port=hport, push_port=fake.port,
+                                logs_yaml=_source(logdir, rules_of(count)), user_defaults=True))
+    out: dict[str, float] = {}
+    try:
+        agent = start_agent(cfg, hport, wd / "agent.log")
+        out["ready_first_s"] = agent.wait_ready(120)
+        agent.stop()
+        agent = start_agent(cfg, hport, wd / "agent.log")
+        out["ready_restart_s"] = agent.wait_ready(120)
+        counter = LineCounter(fake.out)
+        c0 = cpu_seconds(agent.pid)
+        appeared = time.monotonic()
+        (logdir / "big.log").symlink_to(data.path)  # the whole file appears at once
+        deadline = appeared + 600
+        # One alert per rule: the last line's match joins an alert already open, so "done" is every matching
+        # line counted by the alert engine (after its batch was matched) and every rule's event delivered.
+        while time.monotonic() < deadline:
+            matched = metric(agent.metrics(), "dutytail_rule_matches_total") or 0
+            if matched >= data.matches and counter.poll() >= len(RULES):
+                break
+            time.sleep(0.01)
+        out["scan_s"] = time.monotonic() - appeared
+        out["lines_per_s"] = data.lines / out["scan_s"]
+        out["cpu_s"] = cpu_seconds(agent.pid) - c0
+        out["rss_mib"] = rss_mib(agent.pid)
+        out["hwm_mib"] = hwm_mib(agent.pid)
+        counter.close()
+        agent.stop()
+    finally:
+        fake.stop()
+    return out
+
+
+def bench_rules(workdir: Path, counts: list[int], runs: int, size: int) -> dict[int, list[dict[str, float]]]:
+    data = generate(OUT / "growth.log", size)
+    results: dict[int, list[dict[str, float]]] = {}
+    for count in counts:
+        for run in range(runs):
+            log(f"rules {count}, run {run + 1}/{runs}")
+            results.setdefault(count, []).append(_rules_run(workdir, count, data))
+            log(f"  {results[count][-1]}")
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ line rate
+
+
+class Writer(threading.Thread):
+    """Appends ``rate`` lines/s round-robin over ``paths`` in 10 ms steps (lines that match no rule)."""
+
+    def __init__(self, paths: list[Path], rate: int) -> None:
+        super().__init__(daemon=True)
+        self.paths, self.rate = paths, rate
+        self.stop_at = 0.0
+        self.written = 0
+        rnd = random.Random(3)
+        pool: list[str] = []
+        while len(pool) < 2000:
+            unit: list[str] = []
+            _normal_line(rnd, len(pool), unit)
+            pool.extend(u for u in unit if "Exception" not in u and "\tat " not in u)
+        self.pool = pool
+
+    def run(self) -> None:
+        handles = [open(p, "a", buffering=1 << 16) for p in self.paths]
+        start = time.monotonic()
+        step, k = 0.01, 0
+        try:
+            while time.monotonic() < self.stop_at:
+                due = int((time.monotonic() - start) * self.rate)
+                while self.written < due:
+                    h = handles[k % len(handles)]
+                    h.write(self.pool[self.written % len(self.pool)] + "\n")
+                    self.written += 1
+                    k += 1
+                for h in handles:
+                    h.flush()
+                time.sleep(step)
+        finally:
+            for h in handles:
+                h.close()
+
+
+def _rate_run(workdir: Path, rate: int, window: float, settle: float, files: int) -> dict[str, float]:
+    wd = fresh_dir(workdir / f"rate-{rate}")
+    logdir = wd / "logs"
+    logdir.mkdir()
+    paths = [logdir / f"svc-{i:03d}.log" for i in range(files)]
+    for p in paths:
+        p.write_text("")
+    hport = free_port()
+    cfg = wd / "config.yaml"
+    cfg.write_text(agent_config(state_dir=wd / "state", health_port=hport, push_port=free_port(),
+                                logs_yaml=_source(logdir, rules_yaml(identity=False)), user_defaults=True))
+    agent = start_agent(cfg, hport, wd / "agent.log")
+    try:
+        agent.wait_ready(60)
+        writer = Writer(paths, rate)
+        writer.stop_at = time.monotonic() + settle + window + 1
+        if rate:
+            writer.start()
+        time.sleep(settle)
+        c0, t0 = cpu_seconds(agent.pid), time.monotonic()
+        time.sleep(window)
+        c1, t1 = cpu_seconds(agent.pid), time.monotonic()
+        read = metric(agent.metrics(), "dutytail_lines_read_total") or 0
+        out = {"cpu_pct": (c1 - c0) / (t1 - t0) * 100, "rss_mib": rss_mib(agent.pid), "hwm_mib": hwm_mib(agent.pid),
+               "written": float(writer.written), "read": read}
+        if rate:
+            writer.join(10)
+        return out
+    finally:
+        agent.stop()
+
+
+def bench_rates(workdir: Path, rates: list[int], runs: int, window: float, settle: float,
+                files: int) -> dict[int, list[dict[str, float]]]:
+    results: dict[int, list[dict[str, float]]] = {}
+    for rate in rates:
+        for run in range(runs):
+            log(f"line rate {rate}/s, run {run + 1}/{runs}")
+            results.setdefault(rate, []).append(_rate_run(workdir, rate, window, settle, files))
+            log(f"  {results[rate][-1]}")
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def _col(rows: list[dict[str, float]], key: str, fmt: str = "{:,.2f}") -> str:
+    return fmt_mmm([r[key] for r in rows], fmt)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", default="rules,rates")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--size", default="100MiB", help="scan file for the rules rows")
+    parser.add_argument("--rules", default="20,200,1000")
+    parser.add_argument("--rates", default="0,1000,100000")
+    parser.add_argument("--files", type=int, default=100, help="files the line-rate rows append to")
+    parser.add_argument("--window", type=float, default=30.0)
+    parser.add_argument("--settle", type=float, default=5.0)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.runs, args.size, args.window, args.settle = 1, "20MiB", 8.0, 2.0
+    workdir = OUT / "growth"
+    sections = set(args.sections.split(","))
+    raw: dict[str, Any] = {}
+    out = ["## Growth: rules and line rate", "",
+           f"Command: `.venv/bin/python bench/growth.py {' '.join(sys.argv[1:])}`; min / median / max of "
+           f"{args.runs} run(s).", ""]
+    if "rules" in sections:
+        counts = [int(x) for x in args.rules.split(",")]
+        res = bench_rules(workdir, counts, args.runs, parse_size(args.size))
+        raw["rules"] = res
+        out += [f"Rules on one source; a {args.size} log (0.1% matching) appearing in the watched directory.", "",
+                "| rules | ready, first start (s) | ready, restart (s) | scan (s) | lines/s | CPU (s) | "
+                "peak RSS (MiB) |", "|---:|---:|---:|---:|---:|---:|---:|"]
+        for count, rows in res.items():
+            out.append(f"| {count:,} | {_col(rows, 'ready_first_s')} | {_col(rows, 'ready_restart_s')} | "
+                       f"{_col(rows, 'scan_s')} | {_col(rows, 'lines_per_s', '{:,.0f}')} | {_col(rows, 'cpu_s')} | "
+                       f"{_col(rows, 'hwm_mib', '{:,.1f}')} |")
+        out.append("")
+    if "rates" in sections:
+        rates = [int(x) for x in args.rates.split(",")]
+        res_r = bench_rates(workdir, rates, args.runs, args.window, args.settle, args.files)
+        raw["rates"] = res_r
+        out += [f"Lines that match nothing appended round-robin to {args.files} files, 20 rules; "
+                f"{args.window:g} s window after {args.settle:g} s.", "",
+                "| lines/s | CPU, % of a core | RSS (MiB) | peak RSS (MiB) |", "|---:|---:|---:|---:|"]
+        for rate, rows in res_r.items():
+            out.append(f"| {rate:,} | {_col(rows, 'cpu_pct')} | {_col(rows, 'rss_mib', '{:,.1f}')} | "
+                       f"{_col(rows, 'hwm_mib', '{:,.1f}')} |")
+        out.append("")
+    text = "\n".join(out)
+    print(text)
+    (OUT / "growth.json").write_text(json.dumps(raw, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
