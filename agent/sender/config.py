@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-import urllib.request
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -82,6 +81,8 @@ def resolve_proxy(url: str, configured: str | None) -> str | None:
         return configured
     if not url:
         return None
+    import urllib.request  # once, as the first event is sent (a dry run never asks): ~0.5 MiB of RSS with http.client
+
     host = urlsplit(url).hostname or ""
     if urllib.request.proxy_bypass_environment(host):
         return None

@@ -1,0 +1,98 @@
+"""What an idle agent keeps loaded (issue 18, bench/footprint.py): a dry-run agent with a log source, a disk
+check and the health server, ready and serving /metrics, has not imported the HTTP client (aiohttp,
+urllib.request, http.client) nor prometheus_client; and it still prints the events of a dry run.
+
+The agent runs in a child process (this test process has imported most of them itself), started by a small
+driver that waits for readiness, fetches /metrics over a raw socket, appends a matching line, waits for its
+event on stdout, and then reports ``sys.modules``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from tests.conftest import ROOT, free_port
+
+_DRIVER = r"""
+import asyncio, json, sys
+from agent.app import Agent
+from agent.cli import run_async
+from agent.config import load_config
+from agent.logsetup import configure_logging
+
+NOT_EXPECTED = ("aiohttp", "urllib.request", "http.client", "prometheus_client", "psutil", "re2", "zstandard")
+
+def loaded(name):
+    module = sys.modules.get(name)
+    # a module agent.lazy handed out but nobody used yet is a LazyLoader placeholder, not the real thing
+    return module is not None and type(module).__name__ != "_LazyModule"
+
+async def main():
+    config_path, log_path, port, events_path = sys.argv[1:5]
+    configure_logging("warning", stream=sys.stderr)
+    with open(events_path, "w") as out:
+        agent = Agent(load_config(config_path), config_path, stdout=out)
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        for _ in range(1500):
+            if agent.ready:
+                break
+            await asyncio.sleep(0.02)
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(port))
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        metrics = (await reader.read()).decode()
+        writer.close()
+        with open(log_path, "a") as fh:
+            fh.write("ERROR timeout on orders id=7\n")
+        for _ in range(1500):
+            out.flush()
+            if open(events_path).read().count("\n") >= 1:
+                break
+            await asyncio.sleep(0.02)
+        report = {"ready": agent.ready, "metrics_ok": "dutytail_lines_read_total" in metrics,
+                  "loaded": [n for n in NOT_EXPECTED if loaded(n)], "events": open(events_path).read()}
+        stop.set()
+        await task
+    print(json.dumps(report))
+
+run_async(main())
+"""
+
+
+def test_idle_dry_run_agent_does_not_load_what_it_does_not_use(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "app.log"
+    app.write_text("INFO boot\n")
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        state_dir: {tmp_path}/state
+        flashduty: {{}}
+        health:
+          listen: 127.0.0.1:{port}
+        logs:
+          - name: app
+            paths: ["{logs}/*.log"]
+            rules:
+              - name: db-timeout
+                match: 'timeout on (?P<db>\\w+) id=(?P<id>\\d+)'
+                identity: [id]
+        checks:
+          - name: root-disk
+            disk: {{path: /, warning: 99%, critical: 100%}}
+            interval: 60s
+        """))
+    config.chmod(0o600)
+    res = subprocess.run([sys.executable, "-c", _DRIVER, str(config), str(app), str(port), str(tmp_path / "ev.jsonl")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["ready"] and report["metrics_ok"]
+    assert report["loaded"] == [], f"an idle dry-run agent imported {report['loaded']}"
+    (event,) = [json.loads(line) for line in report["events"].splitlines()]
+    assert event["event_status"] == "Warning" and "timeout on orders" in event["description"]
