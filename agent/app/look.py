@@ -17,6 +17,7 @@ from agent.app.sources import SourceSet
 from agent.config import JournalSourceConfig
 
 MAX_NAMED = 3  # files named in a reason
+MAX_LOOKED = 20  # files of a file source stat()ed for "last written to" (beyond: what the tailer saw last)
 
 
 class SourceLooks:
@@ -29,7 +30,8 @@ class SourceLooks:
             return SourceView(True, "the source is not running")  # between a reload's stop and start
         if not runtime.source.first_scan_done:
             return SourceView(True, "the first scan of its files is still running")
-        status = runtime.source.status()
+        summary = getattr(runtime.source, "summary", None)
+        status = summary(MAX_LOOKED) if summary is not None else runtime.source.status()
         if isinstance(runtime.config, JournalSourceConfig):
             if status.get("available") is False:
                 return SourceView(False, f"journald is not available: {status.get('error') or 'unknown error'}")
@@ -40,11 +42,13 @@ class SourceLooks:
     def _files(paths: list[str], status: dict[str, Any], busy: bool) -> SourceView:
         files = [f for f in status.get("files", []) if f.get("state") != "error"]
         errors = status.get("errors", [])
-        unread = sum(int(f.get("lag_bytes") or 0) for f in files)
+        unread = (int(status["lag_bytes"]) if "lag_bytes" in status
+                  else sum(int(f.get("lag_bytes") or 0) for f in files))
         if unread or busy:
             return SourceView(True, f"{unread} bytes not read yet" if unread else "read lines not matched yet")
         reasons = [f"cannot read {e['path']}: {e['error']}" for e in errors[:MAX_NAMED]]
-        if not files and not errors:
+        count = int(status.get("files_total", len(files) + len(errors))) - len(errors)
+        if not files and not errors and count <= 0:
             reasons.append(f"no file matches {', '.join(paths)}")
         newest: tuple[float, str] | None = None
         for f in files:
@@ -54,7 +58,12 @@ class SourceLooks:
                 continue
             if newest is None or mtime > newest[0]:
                 newest = (mtime, f["path"])
+        last = status.get("last_write")
+        if status.get("files_omitted") and last:  # not every file was looked at: what the tailer saw last too
+            if newest is None or last["mtime"] > newest[0]:
+                newest = (float(last["mtime"]), str(last["path"]))
+        count = max(count, len(files))
         if newest is not None:
-            reasons.append(f"{newest[1]} was last written to at {iso(newest[0])}" if len(files) == 1 else
-                           f"its {len(files)} files were last written to at {iso(newest[0])} ({newest[1]})")
+            reasons.append(f"{newest[1]} was last written to at {iso(newest[0])}" if count == 1 else
+                           f"its {count} files were last written to at {iso(newest[0])} ({newest[1]})")
         return SourceView(False, "; ".join(reasons))

@@ -84,8 +84,11 @@ class SelfAlerts:
         sources = []
         for name, runtime in list(self.sources.running.items()):
             journal = isinstance(runtime.config, JournalSourceConfig)
-            status = runtime.source.status()
-            if not journal and runtime.queue.full():
+            backpressure = not journal and runtime.queue.full()
+            summary = getattr(runtime.source, "summary", None)
+            # a file source's summary: aggregates and the streams behind, no per-file list (100,000 files)
+            status = summary() if summary is not None and not backpressure else runtime.source.status()
+            if backpressure:
                 status = _sizes_on_disk(status)
             sources.append(SourceSnapshot(name, journal, status, runtime.source.stats.losses(),
                                           runtime.ruleset.abandoned()))
@@ -97,12 +100,25 @@ class SelfAlerts:
 def _sizes_on_disk(status: dict[str, Any]) -> dict[str, Any]:
     """A source held back by backpressure (its queue full: the outbox or the engine is not taking more) does
     not look at its files, so the sizes in its status are the last it saw. Take them from the disk, so the
-    lag shows what is really unread (a path now naming a newer file only overstates it)."""
-    files = []
-    for f in status.get("files", []):
+    lag shows what is really unread (a path now naming a newer file only overstates it). Only the files the
+    status lists are stat()ed (a file source lists at most 1,000, the lagging ones first), and the streams
+    behind."""
+
+    def on_disk(f: dict[str, Any]) -> dict[str, Any]:
         with contextlib.suppress(OSError):
             size = os.stat(f["path"]).st_size
             if size > int(f.get("size") or 0):
-                f = {**f, "size": size, "lag_bytes": max(0, size - int(f.get("offset") or 0))}
-        files.append(f)
-    return {**status, "files": files}
+                return {**f, "size": size, "lag_bytes": max(0, size - int(f.get("offset") or 0))}
+        return f
+
+    files = [on_disk(f) if f.get("state") != "error" else f for f in status.get("files", [])]
+    out = {**status, "files": files}
+    if "behind" in status:
+        behind = {(b.get("key") or b["path"]): on_disk(b) for b in status["behind"]}
+        for f in files:
+            key = f.get("key") or f["path"]
+            if f.get("state") != "error" and int(f.get("size") or 0) > int(f.get("offset") or 0):
+                behind.setdefault(key, {"key": f.get("key"), "path": f["path"], "offset": f.get("offset"),
+                                        "size": f.get("size")})
+        out["behind"] = list(behind.values())
+    return out

@@ -166,8 +166,15 @@ class AgentViews:
         return sum(1 for s in self.agent.engine.states.values() if s.firing)
 
     def _files_tailed(self) -> int:
+        """Files held open (or being finished) by the file sources: their counters, never a per-file walk (every
+        /healthz and /metrics asks)."""
         total = 0
         for runtime in self.agent.sources.running.values():
-            files = runtime.source.status().get("files", [])
+            summary = getattr(runtime.source, "summary", None)
+            status = summary() if summary is not None else runtime.source.status()
+            if "files_tailed" in status:
+                total += int(status["files_tailed"])
+                continue
+            files = status.get("files", [])
             total += sum(1 for f in files if f.get("state") in ("open", "draining")) if isinstance(files, list) else 0
         return total

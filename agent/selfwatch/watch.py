@@ -8,6 +8,10 @@ to get (lag). One instance per agent; every call runs on the event loop.
 Lag is time, not bytes: a stream is behind since the moment bytes were on disk that are still unread now.
 Each look remembers (time, size) per stream; once the reader passes that size the mark moves on. A reader
 that keeps up never stays behind a mark, however busy the file.
+
+A look costs what is wrong, not what is watched: a file source's status lists the streams that are behind
+(``behind``) and those whose reads fail (``stream_errors``) apart from its (capped) ``files`` list, so 100,000
+idle files cost nothing here; a status without those keys (another source kind, a test) is read as before.
 """
 
 from __future__ import annotations
@@ -175,7 +179,9 @@ class SelfWatch:
         """(since when, unread bytes) of the stream of ``src`` that is behind the longest; None if none."""
         worst: tuple[float, int] | None = None
         live: set[tuple[str, str]] = set()
-        for f in src.status.get("files", []):
+        status = src.status
+        streams = status["behind"] if "behind" in status else status.get("files", [])
+        for f in streams:
             if f.get("state") == "error":
                 continue
             key = (src.name, str(f.get("key") or f.get("path")))
@@ -207,6 +213,12 @@ def _unreadable(status: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
             continue
         seen.add(path)
         yield path, error
+    if "stream_errors" in status:
+        for entry in status["stream_errors"]:
+            if entry["path"] not in seen:
+                seen.add(entry["path"])
+                yield str(entry["path"]), str(entry["error"])
+        return
     for f in status.get("files", []):
         if f.get("state") != "error" and f.get("last_error") and f["path"] not in seen:
             yield str(f["path"]), str(f["last_error"])

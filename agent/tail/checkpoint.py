@@ -14,7 +14,7 @@ import structlog
 
 from agent.fileid import fingerprint
 from agent.source import Checkpoint
-from agent.tail.stream import Stream
+from agent.tail.stream import Stream, device
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +55,7 @@ def decode(source: str, checkpoint: Checkpoint) -> Stream | None:
         else:
             raise ValueError(f"state version {version!r}")
         head_fp, head_len, position, guard_fp, guard_len, skipping = names
-        stream = Stream(path=str(s["path"]), dev=int(s["dev"]), ino=int(s["ino"]), key=checkpoint.key)
+        stream = Stream(path=str(s["path"]), dev=device(int(s["dev"])), ino=int(s["ino"]), key=checkpoint.key)
         stream.head_fp, stream.head_len = str(s[head_fp]), int(s[head_len])
         stream.consumed = stream.read_end = stream.checkpoint_pos = stream.size = int(s[position])
         stream.guard_fp, stream.guard_len = str(s.get(guard_fp, "")), int(s.get(guard_len, 0))

@@ -8,6 +8,8 @@ produced, whether more is ready right now, and when it wants to run again; it ne
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -32,12 +34,19 @@ from agent.tail.siblings import Siblings
 from agent.tail.stats import TailStats
 from agent.tail.stream import Stream, current_path
 from agent.tail.table import StreamTable
-from agent.tail.watch import HintBox, Hints, InotifyHub, InotifyWatch, PollingWatch, Watch, open_watch
+from agent.tail.watch import HintBox, Hints, InotifyHub, PollingWatch, Watch, open_watch
 
 log = structlog.get_logger(__name__)
 
-SETTLE_RESCAN = 0.25
-"""Rescan interval while newly added inotify watches arm."""
+DEEP_EVERY = 6
+"""The safety net checks every followed file (and lists every directory again) within this many
+``rescan_interval`` periods while there are at most ``DEEP_EVERY * SWEEP_FILES`` files..."""
+CHECKPOINT_SLICE = 2000
+"""First checkpoints of files skipped to their end handed out per cycle at most."""
+SWEEP_FILES = 2000
+"""... and checks this many per period beyond: every file within ``ceil(files / SWEEP_FILES)`` periods
+(100,000 files: 50 periods, 500 s at the default 10 s). A check is one fstat() (or stat() of a closed
+file): inotify is the primary signal, this only catches what it missed."""
 
 
 @dataclass(slots=True)
@@ -70,9 +79,17 @@ class TailCore:
                                    table=self.table, problems=self.problems, emitter=self.emitter,
                                    opener=self.opener, rotation=self.rotation, siblings=self.siblings)
         self.watch: Watch = PollingWatch("not started")
+        self.scanner.ensure_watched = self._ensure_watched
         self.stopping = False
         """Set by the event loop when the source stops: a cycle then does nothing."""
-        self._next_rescan = self._last_scan = 0.0
+        self._next_rescan = self._last_scan = self._next_sweep = 0.0
+        self._sweep: list[Stream] = []
+        self._sweep_at = 0
+        self._synced: tuple[int, int, tuple[str, ...]] = (-1, -1, ())
+        self._published: object = None
+        self._extra_watched: set[str] = set()
+        self.checked = 0
+        """Files the safety net checked (fstat/stat), for tests and the bench."""
 
     @property
     def first_scan_done(self) -> bool:
@@ -84,8 +101,12 @@ class TailCore:
         return len(self.discovery.unresolved)
 
     def start_watching(self, hub: InotifyHub | None, polling_only: bool) -> None:
-        self.watch = open_watch(hub, self.box, polling_only=polling_only)
-        self._sync_watches()
+        self.watch = open_watch(hub, self.box, polling_only=polling_only, source=self.config.name)
+        if not self.watch.event_driven and not polling_only:
+            log.warning("tail.inotify_fallback", source=self.config.name, reason=self.watch.error)
+
+    def _ensure_watched(self, directory: str, renew: bool) -> bool:
+        return self.watch.ensure(directory, renew)
 
     # --- the cycle -------------------------------------------------------------------------------------
 
@@ -112,10 +133,17 @@ class TailCore:
         if hints.pinned:
             self._adopt_pinned(hints.pinned, now)
         rescan = hints.rescan or hints.overflowed
-        if rescan or not self.first_scan_done or now >= self._next_rescan:
-            self.discovery.run(now, event=rescan, event_driven=self.watch.event_driven)
+        due = now >= self._next_rescan
+        if rescan or not self.first_scan_done or due:
+            self.discovery.run(now)
+            if self.discovery.full_requested:
+                self.box.rescan()  # the delta could not settle something: a full scan now, not in 10 s
             self._sync_watches()
             self._last_scan = now
+            self._poll_unwatched()
+            if now >= self._next_sweep:
+                self._next_sweep = now + self.config.rescan_interval
+                self._check_slice()
         if (hints.births or self.discovery.births) and self.first_scan_done and self.siblings.active:
             self._follow_unread_siblings(now)
         self._next_rescan = self._last_scan + self._rescan_interval(now)
@@ -127,7 +155,19 @@ class TailCore:
         if table.waiting:
             self.opener.open_waiting(now)
         self._read_ready(now)
-        return CycleResult(self.emitter.take(), bool(table.ready), self._deadline(now))
+        if table.unsaved:
+            self._save_skipped(CHECKPOINT_SLICE)
+        return CycleResult(self.emitter.take(), bool(table.ready or table.unsaved), self._deadline(now))
+
+    def _save_skipped(self, limit: int) -> None:
+        """First checkpoints of files opened at their end (``start_at: end``), ``limit`` at most."""
+        table, emit = self.table, self.emitter.emit
+        for f in list(itertools.islice(table.unsaved, limit)):
+            del table.unsaved[f]
+            if f in table:
+                emit(f, [], None)  # nothing, if lines of it went out meanwhile (their checkpoint is later)
+        if not table.unsaved:
+            table.unsaved = {}  # a dict keeps its size after deletions: 100,000 slots for nothing
 
     def _adopt_pinned(self, pinned: list[tuple[str, int]], now: float) -> None:
         """Files opened by the event thread as they appeared. One already renamed to a name no glob matches
@@ -167,15 +207,73 @@ class TailCore:
                 self.rotation.start_draining(f, "renamed before it was opened")
 
     def _rescan_interval(self, now: float) -> float:
-        """Slow safety net while events arrive; poll_interval without them or while something is retried."""
+        """Slow safety net while events arrive; poll_interval without them, for directories that could not be
+        watched, or while something is retried."""
         config = self.config
         interval = config.rescan_interval if self.watch.event_driven else config.poll_interval
-        if self.problems or self.table.waiting or self.discovery.unresolved:
+        if self.problems or self.table.waiting or self.discovery.unresolved or self._has_unwatched():
             interval = min(interval, config.poll_interval)
-        if isinstance(self.watch, InotifyWatch) and now < self.watch.settle_until:
-            interval = min(interval, SETTLE_RESCAN)
-            self.discovery.deep_requested = True
         return interval
+
+    def _has_unwatched(self) -> bool:
+        return next(self.scanner.unwatched(), None) is not None
+
+    # --- the safety net --------------------------------------------------------------------------------
+
+    def _verify(self, f: Stream) -> None:
+        """One file checked without an event: news (size, mtime, deleted) makes it ready; a name that no longer
+        leads to it makes its directory listed again at the next scan (not at once: a path that keeps failing
+        must not make a loop of rescans)."""
+        self.checked += 1
+        try:
+            if f.fd is not None:
+                st = os.fstat(f.fd)
+                if st.st_nlink == 0:
+                    self.table.ready[f] = None
+                    self.scanner.mark_stale(os.path.dirname(f.path))
+                    return
+            else:
+                st = os.stat(f.path)
+                if (st.st_dev, st.st_ino) != f.ident:
+                    self.scanner.mark_stale(os.path.dirname(f.path))  # listed again at the next scan
+                    return
+        except OSError:
+            self.scanner.mark_stale(os.path.dirname(f.path))
+            return
+        if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
+            self.table.ready[f] = None
+
+    def _check_slice(self) -> None:
+        """The staggered deep check, once per ``rescan_interval``: a slice of the followed files (fstat) and of
+        the directories (listed again whatever their mtime), in turn, so that every one is looked at within
+        ``max(DEEP_EVERY, ceil(n / SWEEP_FILES))`` periods whatever events say (see docs/tailing.md)."""
+        table = self.table
+        n = len(table.streams)
+        budget = max(1, min(math.ceil(n / DEEP_EVERY), SWEEP_FILES))
+        self.scanner.sweep(budget)
+        done = 0
+        while done < budget:
+            if self._sweep_at >= len(self._sweep):
+                self._sweep, self._sweep_at = list(table.streams), 0
+                if not self._sweep:
+                    return
+            f = self._sweep[self._sweep_at]
+            self._sweep_at += 1
+            done += 1
+            if f in table and not f.draining and f not in table.ready:
+                self._verify(f)
+            if self._sweep_at >= len(self._sweep):
+                self._sweep = []  # the next period starts a fresh round (new streams included)
+                return
+
+    def _poll_unwatched(self) -> None:
+        """Directories without a watch (none at all when polling): every followed file in them, each scan."""
+        by_path = self.table.by_path
+        for node in list(self.scanner.unwatched()):
+            for path in node.files:
+                f = by_path.get(path)
+                if f is not None and not f.draining:
+                    self._verify(f)
 
     def _read_ready(self, now: float) -> None:
         table = self.table
@@ -198,6 +296,8 @@ class TailCore:
             except Exception as exc:  # never let one bad file stop the others
                 table.attention[f] = None
                 self.problems.stream_error(f, exc)
+            if f in table:
+                table.track(f)
 
     def _deadline(self, now: float) -> float:
         config = self.config
@@ -270,14 +370,29 @@ class TailCore:
     # --- discovery -------------------------------------------------------------------------------------
 
     def _sync_watches(self) -> None:
-        watch = self.watch
-        if watch.sync(self.paths.watch_specs(self.table.streams)):
-            self.box.rescan()  # files created between the directory listing and the new watch had no event
-        if isinstance(watch, InotifyWatch) and watch.failed is not None:
-            log.warning("tail.inotify_fallback", source=self.config.name, reason=watch.failed)
-            watch.close()
-            self.watch = PollingWatch(watch.failed)
-        self.box.publish_followed(frozenset(self.table.by_path))
+        """Watch what the scanner visits (it asked for each directory before listing it), the nearest existing
+        ancestors of glob bases that do not exist yet (to see them appear) and the directories of symlink
+        targets; stop watching the rest. Only when one of those changed: an idle source does nothing here."""
+        table, scanner = self.table, self.scanner
+        missing = tuple(scanner.missing)
+        state = (scanner.dirs_version, table.paths_version, missing)
+        if state != self._synced:
+            self._synced = state
+            extra = set(missing)
+            for f in table.streams:
+                real = f.real
+                if real and real is not f.path and real != f.path:
+                    extra.add(os.path.dirname(real))
+            added = False
+            for directory in extra:
+                added |= self.watch.ensure(directory) and directory not in self._extra_watched
+            self._extra_watched = extra
+            self.watch.retain(scanner.directories() | extra)
+            if added:
+                self.box.rescan()  # a symlink target's directory: what changed before the watch was there
+        if table.by_path is not self._published:
+            self._published = table.by_path
+            self.box.publish_followed(table.by_path)
 
     # --- the end ---------------------------------------------------------------------------------------
 
@@ -287,6 +402,7 @@ class TailCore:
         the lost lines). Partial last lines are never handed out: their checkpoint stays before them. Nor are
         container records split by their runtime (``Stream.partial``): their final part is still to be
         written, and the restart rebuilds them from their first part, where the checkpoint stays."""
+        self._save_skipped(len(self.table.unsaved))  # else a restart would read them from their beginning
         assembler = self.reader.assembler
         for f in list(self.table.streams):
             if f.record and assembler is not None and f not in undelivered and f.checkpoint_pos == f.record_start:

@@ -43,6 +43,7 @@ class RecordAssembler:
                 stream.record = []
             if not stream.record:
                 stream.record_start = position
+                stream.record = []  # a stream holds no list until a record starts
             stream.record.append(text)
             if len(stream.record) >= max_lines:
                 records.append("\n".join(stream.record))
@@ -66,7 +67,7 @@ class RecordAssembler:
                 stream.record = []
             if not stream.record:
                 stream.record_start = position
-                stream.record.append(text)
+                stream.record = [text]  # a stream holds no list until a record starts
             else:
                 stream.record.append(message)
             if len(stream.record) >= max_lines:

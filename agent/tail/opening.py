@@ -15,7 +15,7 @@ from agent.tail.config import TailConfig
 from agent.tail.emit import Emitter
 from agent.tail.identity import OPEN_FLAGS, holds_content
 from agent.tail.problems import FileProblems
-from agent.tail.stream import GUARD_BYTES, Stream, guard_before, real_path
+from agent.tail.stream import GUARD_BYTES, Stream, device, guard_before, real_path
 from agent.tail.table import Ident, StreamTable
 
 log = structlog.get_logger(__name__)
@@ -29,7 +29,7 @@ class StreamOpener:
         self.table = table
         self.problems = problems
         self.emitter = emitter
-
+        self._log = log.bind()  # logging is configured before sources are made: 100,000 opens, one bind
     def try_open(self, path: str) -> int | None:
         try:
             fd = os.open(path, OPEN_FLAGS)
@@ -58,17 +58,17 @@ class StreamOpener:
                 return None
             f = self._stream_on(path, fd, st, now)
             if at_end and st.st_size > 0:
-                position, skipping = self._end_position(fd, st.st_size)
+                position, skipping = self._end_position(fd, st.st_size, f.head)
                 f.consumed = f.read_end = position
                 f.skipping_long_line = skipping
                 # a small file ends where its head does: the guard is the same bytes, share the object
                 head = f.head
                 f.guard = head if head and len(head) == position <= GUARD_BYTES else guard_before(f, position)
-                self.emitter.emit(f, [], None)
+                table.unsaved[f] = None  # its checkpoint goes out soon, a slice per cycle (see TailCore)
             table.add(f)
             if f.read_end < st.st_size or f.skipping_long_line:
                 table.ready[f] = None
-            log.info("tail.file_opened", source=self.config.name, path=path, offset=f.consumed)
+            self._log.info("tail.file_opened", source=self.config.name, path=path, offset=f.consumed)
             return f
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -100,9 +100,11 @@ class StreamOpener:
 
     def _stream_on(self, path: str, fd: int, st: os.stat_result, now: float) -> Stream:
         """A new stream for the file open on ``fd`` (read from 0 unless told otherwise)."""
-        f = Stream(path=path, dev=st.st_dev, ino=st.st_ino, real=real_path(path))
+        f = Stream(path=path, dev=device(st.st_dev), ino=st.st_ino, real=real_path(path, fd))
         self.table.opened(f, fd)
-        f.head = pread_exact(fd, self.config.fingerprint_bytes, 0)
+        # no more than the file holds (a short read would cost a second pread to see the end: 100,000 files);
+        # bytes written since the fstat() are taken in as the head grows (identity.rewritten)
+        f.head = pread_exact(fd, min(self.config.fingerprint_bytes, st.st_size), 0)
         f.size, f.mtime_ns = st.st_size, st.st_mtime_ns
         f.last_activity = now
         return f
@@ -124,10 +126,13 @@ class StreamOpener:
             if f is not None:
                 table.index_path(f, path)
 
-    def _end_position(self, fd: int, size: int) -> tuple[int, bool]:
+    def _end_position(self, fd: int, size: int, head: bytes | None = None) -> tuple[int, bool]:
         """Where ``start_at: end`` starts: after the last newline, so a half-written last line is not cut."""
         window = min(size, self.config.max_line_bytes + 1)
-        chunk = pread_exact(fd, window, size - window)
+        if head is not None and len(head) >= size:
+            chunk = head[size - window:size]  # the whole file is its head: no second read
+        else:
+            chunk = pread_exact(fd, window, size - window)
         nl = chunk.rfind(b"\n")
         if nl >= 0:
             return size - window + nl + 1, False
@@ -164,8 +169,8 @@ class StreamOpener:
         table = self.table
         table.opened(f, fd)
         f.path = path
-        f.real = real_path(path)
-        f.dev, f.ino = st.st_dev, st.st_ino
+        f.real = real_path(path, fd)
+        f.dev, f.ino = device(st.st_dev), st.st_ino
         f.head = pread_exact(fd, self.config.fingerprint_bytes, 0)
         if not f.guard:
             f.guard = guard_before(f, f.consumed)

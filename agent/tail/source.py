@@ -26,9 +26,15 @@ from agent.tail.config import TailConfig
 from agent.tail.core import CycleResult, TailCore
 from agent.tail.emit import Emission
 from agent.tail.stats import TailStats
+from agent.tail.stream import Stream
 from agent.tail.watch import InotifyHub
 
 T = TypeVar("T")
+
+STATUS_FILES = 1000
+"""Files listed per source in ``status()`` (and ``/status``) at most; ``files_total`` counts them all."""
+STATUS_DIRS = 100
+"""Directories named in ``status()`` at most (``watched_count`` and ``unwatched_dirs`` count them all)."""
 
 
 class FileSource:
@@ -125,34 +131,77 @@ class FileSource:
         self._inflight = future
         return await asyncio.wrap_future(future)
 
-    def status(self) -> dict[str, Any]:
+    def summary(self, max_files: int = 0) -> dict[str, Any]:
+        """:meth:`status` without the per-file list (the agent's own looks: self alerts, /healthz, metrics)."""
+        return self.status(max_files)
+
+    def status(self, max_files: int = STATUS_FILES) -> dict[str, Any]:
         """Health view: per-file position and lag, descriptor use, watch mode, errors and counters.
-        Read on the event loop from the worker's state: a snapshot, never a mutation."""
+        Read on the event loop from the worker's state: a snapshot, never a mutation.
+
+        Cheap at any number of files: ``files`` lists at most ``max_files`` (files that cannot be read,
+        draining and lagging ones first, then the others in the order they were found), ``files_total`` says
+        how many there are and ``files_omitted`` how many are not listed. ``behind`` lists every stream with
+        bytes on disk not handed on (what the self-watch measures lag on) and ``stream_errors`` every stream
+        whose reads fail; both come from sets the worker keeps, so nothing here walks every stream."""
         core = self._core
-        files = []
-        for f in list(core.table.streams):
-            files.append({
-                "path": f.path, "key": f.key, "offset": f.consumed, "size": f.size,
-                "lag_bytes": max(0, f.size - f.consumed), "open": f.fd is not None,
-                "state": "draining" if f.draining else ("open" if f.fd is not None else "closed"),
-                "drain_reason": f.drain_reason or None, "last_error": f.last_error,
-            })
+        table = core.table
         problems = sorted(dict(core.problems.by_path).items())
-        for path, error in problems:
+        listed: dict[Stream, None] = {}
+        attention = list(table.attention)
+        behind = sorted(list(table.behind), key=lambda f: f.consumed - f.size)
+        for group in (attention, behind):
+            for f in group:
+                if len(listed) >= max_files:
+                    break
+                listed[f] = None
+        if len(listed) < max_files:
+            for f in list(table.streams):
+                if len(listed) >= max_files:
+                    break
+                listed[f] = None
+        files = [_file_status(f) for f in listed]
+        for path, error in problems[:max_files]:
             # Files (or directories) we cannot read at all, e.g. permission denied or a dangling symlink.
             files.append({"path": path, "key": None, "offset": 0, "size": 0, "lag_bytes": 0, "open": False,
                           "state": "error", "drain_reason": None, "last_error": error})
+        total = len(table.streams)
+        draining = sum(1 for f in attention if f.draining)
+        tailed = table.open_count + sum(1 for f in attention if f.draining and f.fd is None)
         watch = core.watch
+        unwatched = watch.unwatched()
+        watched = watch.watched()
         return {
             "source": self.config.name,
-            "watch_mode": watch.mode,
+            "watch_mode": "inotify" if watch.event_driven and (watched or not unwatched) else "polling",
             "watch_error": watch.error,
-            "watched_dirs": watch.watched(),
-            "open_files": core.table.open_count,
+            "watched_dirs": watched[:STATUS_DIRS],
+            "watched_count": len(watched),
+            "unwatched_dirs": len(unwatched),
+            "unwatched": unwatched[:STATUS_DIRS],
+            "open_files": table.open_count,
             "max_open_files": self.config.max_open_files,
-            "waiting_for_descriptor": len(core.table.waiting),
+            "waiting_for_descriptor": len(table.waiting),
             "unresolved_checkpoints": core.unresolved_count,
+            "files_total": total + len(problems),
+            "files_omitted": max(0, total - len(listed)) + max(0, len(problems) - max_files),
+            "files_tailed": tailed,
+            "files_draining": draining,
+            "lag_bytes": sum(max(0, f.size - f.consumed) for f in behind),
+            "last_write": ({"path": table.newest_path, "mtime": table.newest_ns / 1e9}
+                           if table.newest_path else None),
             "files": files,
+            "behind": [{"key": f.key, "path": f.path, "offset": f.consumed, "size": f.size} for f in behind],
+            "stream_errors": [{"path": f.path, "error": f.last_error} for f in attention if f.last_error],
             "errors": [{"path": p, "error": e} for p, e in problems],
             "stats": self.stats.as_dict(),
         }
+
+
+def _file_status(f: Stream) -> dict[str, Any]:
+    return {
+        "path": f.path, "key": f.key, "offset": f.consumed, "size": f.size,
+        "lag_bytes": max(0, f.size - f.consumed), "open": f.fd is not None,
+        "state": "draining" if f.draining else ("open" if f.fd is not None else "closed"),
+        "drain_reason": f.drain_reason or None, "last_error": f.last_error,
+    }

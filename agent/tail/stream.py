@@ -19,7 +19,8 @@ Streams are owned by the source's worker thread (see ``agent/tail/core.py``); no
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from agent.fileid import pread_exact
 
@@ -43,72 +44,130 @@ class Partial:
     """Their length in bytes (UTF-8; approximate for other encodings), kept under ``max_line_bytes``."""
 
 
-@dataclass(eq=False, slots=True)
+class _Rare:
+    """The fields of a stream that almost no stream ever sets (restored-checkpoint fingerprints, draining,
+    multiline timing, container partials, copytruncate history, warnings, errors): one object, made when the
+    first of them is set, instead of 16 slots in each of 100,000 streams (~128 B each)."""
+
+    __slots__ = ("copied_until_ns", "copies_checked", "drain_reason", "guard_fp", "guard_len", "head_fp",
+                 "head_len", "idle_since", "last_error", "partial", "partial_skip", "read_heads", "record_start",
+                 "record_updated", "warned_encoding", "warned_long")
+
+    def __init__(self) -> None:
+        for name, default in RARE.items():
+            setattr(self, name, default)
+
+
+RARE: dict[str, Any] = {
+    "head_fp": "", "head_len": 0, "guard_fp": "", "guard_len": 0, "drain_reason": "", "idle_since": None,
+    "record_start": 0, "record_updated": 0.0, "partial": None, "partial_skip": None, "read_heads": (),
+    "copies_checked": True, "copied_until_ns": 0, "last_error": None, "warned_long": False,
+    "warned_encoding": False,
+}
+
+
 class Stream:
-    path: str
-    dev: int
-    ino: int
-    real: str = ""
-    """``path`` with symlinks resolved (the directory a rotation renames the file within)."""
-    key: str | None = None
-    """Checkpoint key, given when the stream first hands something out."""
-    fd: int | None = None
+    """The state of one file identity (see the module docstring). Identity is the object (no ``__eq__``).
 
-    head: bytes | None = None
-    """First ``fingerprint_bytes`` bytes as last seen (grows with a short file); None until verified."""
-    head_fp: str = ""
-    head_len: int = 0
-    """Fingerprint of the head of a restored checkpoint, checked before the stream is trusted."""
-    guard: bytes = b""
-    """The bytes right before ``consumed`` (up to GUARD_BYTES)."""
-    guard_fp: str = ""
-    guard_len: int = 0
-    """Fingerprint of those bytes from a restored checkpoint (the bytes themselves are not stored)."""
+    Fields, in the order they matter:
 
-    consumed: int = 0
-    read_end: int = 0
-    skipping_long_line: bool = False
-    """Inside an over-long line whose rest (past ``max_line_bytes``) is being skipped."""
-    checkpoint_pos: int = 0
-    checkpoint_skipping: bool = False
-    size: int = 0
-    mtime_ns: int = 0
+    * ``path``, ``dev``, ``ino``; ``real`` (``path`` with symlinks resolved: the directory a rotation renames the
+      file within); ``key`` (checkpoint key, given when the stream first hands something out); ``fd``;
+    * ``head``: the first ``fingerprint_bytes`` bytes as last seen (grows with a short file), None until
+      verified; ``head_fp``/``head_len``: the fingerprint of the head of a restored checkpoint, checked before
+      the stream is trusted;
+    * ``guard``: the bytes right before ``consumed`` (up to GUARD_BYTES); ``guard_fp``/``guard_len``: their
+      fingerprint from a restored checkpoint (the bytes themselves are not stored);
+    * ``consumed``, ``read_end``, ``checkpoint_pos``, ``skipping_long_line`` (inside an over-long line whose
+      rest is being skipped), ``checkpoint_skipping``, ``size``, ``mtime_ns``;
+    * ``draining`` (rotated away or deleted: read to the end through the descriptor, then finished),
+      ``drain_reason``, ``idle_since``;
+    * ``record`` (lines of the multiline record being assembled; an empty tuple, not a list of its own, until
+      one starts), ``record_start``, ``record_updated``;
+    * ``partial``: a container record split by its runtime, not complete yet (None: almost no stream is ever
+      in the middle of one); ``partial_skip``: the runtime stream (``stdout``/``stderr``) whose record was cut
+      at ``max_line_bytes``: its remaining parts are skipped (counted) up to its final part;
+    * ``read_heads`` (copytruncate: the first bytes of the generations of this file read so far: their copies
+      are known), ``copies_checked`` (False from a copytruncate restart until the file is seen with content
+      again: then copies newer than ``copied_until_ns`` are looked at once), ``copied_until_ns`` (the mtime of
+      the last copy of this file drained at a truncation; a copy newer than that with content never read is a
+      generation the reader missed entirely, see Rotation.restart_truncated);
+    * ``last_activity``, ``names`` (how many matching paths lead to this identity as of the last scan: more
+      than one is a hard link or a symlink and its target; 0 once no glob matches it), ``last_error``,
+      ``warned_long``, ``warned_encoding``.
 
-    draining: bool = False
-    """Rotated away or deleted: read to the end through the descriptor, then finished."""
-    drain_reason: str = ""
-    idle_since: float | None = None
+    The fields in ``RARE`` live in one object made when the first of them is set (``_rare``): reading one
+    that was never set gives its default.
+    """
 
-    record: list[str] = field(default_factory=list)
-    """Lines of the multiline record being assembled."""
-    record_start: int = 0
-    record_updated: float = 0.0
+    __slots__ = ("_rare", "checkpoint_pos", "checkpoint_skipping", "consumed", "dev", "draining", "fd", "guard",
+                 "head", "ino", "key", "last_activity", "mtime_ns", "names", "path", "read_end", "real", "record",
+                 "size", "skipping_long_line")
 
-    partial: Partial | None = None
-    """A container record split by its runtime, not complete yet. None, not an empty object, for the same
-    reason as ``read_heads``: almost no stream is ever in the middle of one."""
-    partial_skip: str | None = None
-    """The runtime stream (``stdout``/``stderr``) whose record was cut at ``max_line_bytes``: its remaining
-    parts are skipped (counted) up to its final part."""
-
-    read_heads: tuple[bytes, ...] = ()
-    """copytruncate: the first bytes of the generations of this file read so far (their copies are known).
-    A tuple, replaced when it grows: almost no stream ever has one, and an empty list would cost every stream
-    56 B (2,000 idle files: 110 KiB)."""
-    copies_checked: bool = True
-    """False from a copytruncate restart until the file is seen with content again: then copies newer than
-    ``copied_until_ns`` are looked at once (a rotation while the file was still empty cannot be seen)."""
-    copied_until_ns: int = 0
-    """copytruncate: the mtime of the last copy of this file drained at a truncation; a copy newer than that
-    with content never read is a generation the reader missed entirely (see Rotation.restart_truncated)."""
-    last_activity: float = 0.0
-    last_error: str | None = None
-    warned_long: bool = False
-    warned_encoding: bool = False
+    def __init__(self, path: str, dev: int, ino: int, real: str = "", key: str | None = None,
+                 fd: int | None = None, head: bytes | None = None, guard: bytes = b"", consumed: int = 0,
+                 read_end: int = 0, skipping_long_line: bool = False, checkpoint_pos: int = 0,
+                 checkpoint_skipping: bool = False, size: int = 0, mtime_ns: int = 0, draining: bool = False,
+                 record: list[str] | tuple[()] = (), last_activity: float = 0.0, names: int = 0,
+                 **rare: Any) -> None:
+        self.path, self.dev, self.ino, self.real, self.key, self.fd = path, dev, ino, real, key, fd
+        self.head, self.guard, self.consumed, self.read_end = head, guard, consumed, read_end
+        self.skipping_long_line, self.checkpoint_pos, self.checkpoint_skipping = (
+            skipping_long_line, checkpoint_pos, checkpoint_skipping)
+        self.size, self.mtime_ns, self.draining, self.record = size, mtime_ns, draining, record
+        self.last_activity, self.names = last_activity, names
+        self._rare: _Rare | None = None
+        for name, value in rare.items():
+            if name not in RARE:
+                raise TypeError(f"Stream() got an unexpected keyword argument {name!r}")
+            setattr(self, name, value)
 
     @property
     def ident(self) -> tuple[int, int]:
         return (self.dev, self.ino)
+
+    def __repr__(self) -> str:
+        return (f"Stream(path={self.path!r}, dev={self.dev}, ino={self.ino}, key={self.key!r}, fd={self.fd}, "
+                f"consumed={self.consumed}, size={self.size}, draining={self.draining})")
+
+    # declared for type checkers; replaced by the properties made below
+    head_fp: str
+    head_len: int
+    guard_fp: str
+    guard_len: int
+    drain_reason: str
+    idle_since: float | None
+    record_start: int
+    record_updated: float
+    partial: Partial | None
+    partial_skip: str | None
+    read_heads: tuple[bytes, ...]
+    copies_checked: bool
+    copied_until_ns: int
+    last_error: str | None
+    warned_long: bool
+    warned_encoding: bool
+
+
+def _rare_property(name: str, default: Any) -> property:
+    def get(self: Stream) -> Any:
+        rare = self._rare
+        return default if rare is None else getattr(rare, name)
+
+    def set_(self: Stream, value: Any) -> None:
+        rare = self._rare
+        if rare is None:
+            if value is default or (type(value) is type(default) and value == default):
+                return  # setting the default on a stream that has none of these: nothing to keep
+            rare = self._rare = _Rare()
+        setattr(rare, name, value)
+
+    return property(get, set_)
+
+
+for _name, _default in RARE.items():
+    setattr(Stream, _name, _rare_property(_name, _default))
+del _name, _default
 
 
 class FileStat:
@@ -120,9 +179,20 @@ class FileStat:
         self.st_dev, self.st_ino, self.st_size, self.st_mtime_ns = st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def real_path(path: str) -> str:
-    """realpath, sharing the path's string object when they are equal (the usual case)."""
-    real = os.path.realpath(path)
+_DEVICES: dict[int, int] = {}
+
+
+def device(dev: int) -> int:
+    """One int object per device number (100,000 streams on one file system share it, not 28 B each)."""
+    return _DEVICES.setdefault(dev, dev)
+
+
+def real_path(path: str, fd: int | None = None) -> str:
+    """realpath, sharing the path's string object when they are equal (the usual case). With the file open on
+    ``fd``, the kernel's name for it (one readlink instead of an lstat per path component: 100,000 files)."""
+    real = current_path(fd) if fd is not None else None
+    if real is None:
+        real = os.path.realpath(path)
     return path if real == path else real
 
 

@@ -29,7 +29,24 @@ class StreamTable:
         self.attention: dict[Stream, None] = {}
         self.waiting: dict[str, bool] = {}
         """Paths that matched but wait for a free descriptor -> whether to start at their end."""
-        self.open_count = 0
+        self.open: dict[Stream, None] = {}
+        """Streams holding a descriptor (what eviction looks at: never more than ``max_open_files`` or so)."""
+        self.unsaved: dict[Stream, None] = {}
+        """Streams opened at their end (``start_at: end``) whose first checkpoint is not handed out yet: the
+        core hands them out a slice per cycle, so 100,000 files opened at once do not make 100,000 batches
+        at once (memory), and the first scan does not compete with the pipeline committing them."""
+        self.behind: dict[Stream, None] = {}
+        """Streams with bytes on disk not handed on (size > consumed), kept up to date by the worker, so
+        status and the agent's self-watch never walk every stream."""
+        self.newest_ns = 0
+        self.newest_path = ""
+        """The latest mtime the worker saw on a stream, and its path (what "last written to" says)."""
+        self.paths_version = 0
+        """Changes whenever ``by_path`` does (the watcher thread's snapshot is rebuilt only then)."""
+
+    @property
+    def open_count(self) -> int:
+        return len(self.open)
 
     def __contains__(self, stream: Stream) -> bool:
         return stream in self.streams
@@ -37,6 +54,16 @@ class StreamTable:
     def add(self, stream: Stream) -> None:
         self.streams[stream] = None
         self.by_id[stream.ident] = stream
+        self.track(stream)
+
+    def track(self, stream: Stream) -> None:
+        """After a stream's size or position changed: is it behind?"""
+        if stream.size > stream.consumed:
+            self.behind[stream] = None
+        else:
+            self.behind.pop(stream, None)
+        if stream.mtime_ns > self.newest_ns:
+            self.newest_ns, self.newest_path = stream.mtime_ns, stream.path
 
     def unindex(self, stream: Stream) -> None:
         """Forget the stream's identity (it is about to take a new one, or is gone)."""
@@ -48,6 +75,12 @@ class StreamTable:
         self.unindex(stream)
         self.ready.pop(stream, None)
         self.attention.pop(stream, None)
+        self.behind.pop(stream, None)
+        self.unsaved.pop(stream, None)
+        for path in (stream.path, stream.real):
+            if path and self.by_path.get(path) is stream:
+                del self.by_path[path]
+                self.paths_version += 1
 
     def followed_at(self, path: str) -> Stream | None:
         """The stream indexed at ``path`` if it still owns its identity."""
@@ -61,12 +94,20 @@ class StreamTable:
         target[path] = stream
         if stream.real:
             target.setdefault(stream.real, stream)
+        self.paths_version += 1
+
+    def unindex_path(self, path: str, stream: Stream) -> None:
+        """``path`` no longer leads to ``stream`` (nor does its real path, when that differs)."""
+        for p in (path, stream.real):
+            if p and self.by_path.get(p) is stream:
+                del self.by_path[p]
+                self.paths_version += 1
 
     # --- descriptors ------------------------------------------------------------------------------------
 
     def opened(self, stream: Stream, fd: int) -> None:
         stream.fd = fd
-        self.open_count += 1
+        self.open[stream] = None
         self.stats.files_opened += 1
 
     def close_fd(self, stream: Stream) -> None:
@@ -74,7 +115,7 @@ class StreamTable:
             with contextlib.suppress(OSError):
                 os.close(stream.fd)
             stream.fd = None
-            self.open_count -= 1
+            self.open.pop(stream, None)
             self.stats.files_closed += 1
 
     def make_room(self) -> bool:
@@ -89,12 +130,12 @@ class StreamTable:
     def evict_one(self, exclude: Stream | None = None) -> bool:
         """Close fully read, not draining files (re-opened by path on their next change), LRU first.
 
-        Closes an eighth of the budget at once so opening thousands of files costs O(n) per batch of
-        evictions rather than a scan per opened file.
+        Closes an eighth of the budget at once, and looks only at the streams holding a descriptor, so opening
+        100,000 files costs O(max_open_files) per batch of evictions, not a walk of every stream.
         """
         idle = [
             f
-            for f in self.streams
+            for f in self.open
             if f.fd is not None
             and f is not exclude
             and not f.draining

@@ -8,9 +8,9 @@ from agent.tail.watch.inotify import InotifyHub, InotifyWatch
 from agent.tail.watch.polling import PollingWatch
 
 
-def open_watch(hub: InotifyHub | None, box: HintBox, *, polling_only: bool) -> Watch:
+def open_watch(hub: InotifyHub | None, box: HintBox, *, polling_only: bool, source: str = "") -> Watch:
     if polling_only or hub is None:
         return PollingWatch("disabled by configuration")
     if not hub.start():
-        return PollingWatch(hub.start_error or "inotify unavailable")
-    return InotifyWatch(hub, box)
+        return PollingWatch(hub.start_error or "inotify unavailable")  # logged by the hub's caller
+    return InotifyWatch(hub, box, source)

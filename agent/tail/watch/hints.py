@@ -3,7 +3,10 @@
 inotify events arrive on watchdog's threads. They never touch a source's streams: they land here, under one
 lock, and wake the source's event loop task once per batch of hints. The loop takes them all at once and hands
 them to the worker thread with the next cycle. What the handler needs to filter cheaply (is this path one we
-follow?) is an immutable snapshot the worker publishes after each discovery.
+follow?) is the worker's own path index, published once per index object: the handler only looks a path up
+in it (``in``), and a dict lookup while another thread changes the dict is atomic in CPython (the GIL is held
+through both), so no copy of 100,000 paths is ever made. A write to a matching path the index does not hold
+(yet) is handed over as a changed path too, so an index a moment old loses nothing.
 
 One thing is done on the event thread itself: a file that appears under a watched name is *opened* at once
 (``pinned``). An application that rotates its own log in an error storm (Python's RotatingFileHandler, log4j,
@@ -19,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +55,7 @@ class HintBox:
         self._paths = paths
         self._lock = threading.Lock()
         self._hints = Hints()
-        self._followed: frozenset[str] = frozenset()
+        self._followed: Container[str] = frozenset()
         self._wake: Callable[[], None] | None = None
         self._signalled = False
         self._unopened: set[str] = set()
@@ -64,8 +67,8 @@ class HintBox:
         """``wake`` must be safe to call from any thread (e.g. ``loop.call_soon_threadsafe(event.set)``)."""
         self._wake = wake
 
-    def publish_followed(self, paths: frozenset[str]) -> None:
-        """Worker thread: the paths (and real paths) of the streams followed now."""
+    def publish_followed(self, paths: Container[str]) -> None:
+        """Worker thread: the paths (and real paths) of the streams followed (its live index: see above)."""
         self._followed = paths
 
     def take(self) -> Hints:
@@ -88,7 +91,7 @@ class HintBox:
             if src in followed:
                 self._add(changed=src)
             elif self._paths.included(src):
-                self._add(rescan=True)  # e.g. chmod of a file we could not open: retry now
+                self._add(changed=src, rescan=True)  # just followed, or e.g. a file we could not open: retry now
             return
         dest = os.fsdecode(event.dest_path) if getattr(event, "dest_path", "") else ""
         # a created (or renamed-in) file is a new identity at that name, whatever the snapshot says was there:
