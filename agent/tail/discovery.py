@@ -89,10 +89,11 @@ class Discovery:
         if mode == "incremental":
             self._apply(result, now)
             return result
-        self.problems.settle(result.problems, result.seen)
+        self.problems.settle(result.problems, _Holds(self.scanner))
         index: dict[str, Stream] = {}
+        matched, counts = result.matched, result.counts
         for f in self.table.streams:
-            f.names = result.counts.get(f.ident, 0)
+            f.names = counts.get(f.ident, 1) if f.ident in matched else 0
         new = self._find_followed(result, index, now)
         if not result.incomplete:
             # a directory that could not be listed (out of descriptors) says nothing about its files: ending
@@ -102,7 +103,7 @@ class Discovery:
         else:
             index.update({p: f for p, f in self.table.by_path.items() if p not in index})
         self._open_new(new, index, now, at_end=initial and self._first_start and self.config.start_at == "end",
-                       counts=result.counts)
+                       counts=result.counts, matched=result.matched)
         self.table.by_path = index
         self.table.paths_version += 1
         if initial:
@@ -191,7 +192,7 @@ class Discovery:
             if f is None:
                 new.append((path, st))
                 continue
-            f.names = result.counts.get(ident, 1)
+            f.names = result.counts.get(ident, 1)  # (matched by construction)
             if f.path != path:
                 f.path = path
                 f.real = real_path(path)
@@ -223,7 +224,8 @@ class Discovery:
         self.unresolved = still
 
     def _open_new(self, new: list[tuple[str, FileStat | None]], index: dict[str, Stream], now: float, *,
-                  at_end: bool, counts: dict[Ident, int] | None = None) -> None:
+                  at_end: bool, counts: dict[Ident, int] | None = None,
+                  matched: dict[Ident, Any] | None = None) -> None:
         for path, st in new:
             # (without a stat: the open checks the identity, and skips one followed already)
             if st is not None and (st.st_dev, st.st_ino) in self.table.by_id:
@@ -231,6 +233,19 @@ class Discovery:
             f = self.opener.open_new(path, now, at_end=at_end)
             if f is not None:
                 f.names = counts.get(f.ident, 1) if counts is not None else 1
+                if matched is not None and f.ident not in matched:
+                    f.names = 1  # opened under an identity the directory entry did not give (overlayfs)
                 self.table.index_path(f, path, index)
                 self.scanner.opened(path, f.ident)
                 self.births = self.first_scan_done  # a new identity at a watched name: a rotation happened
+
+
+class _Holds:
+    """``path in holds``: does the path match now (a full scan keeps no set of every path)."""
+
+    def __init__(self, scanner: Scanner) -> None:
+        self._scanner = scanner
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str) and self._scanner.holds(path)
+

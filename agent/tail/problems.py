@@ -6,6 +6,8 @@ once when it clears, and shows in ``/status`` until then.
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 import structlog
 
 from agent.tail.stats import TailStats
@@ -36,7 +38,7 @@ class FileProblems:
         if self.by_path.pop(path, None) is not None:
             log.info("tail.file_recovered", source=self.source, path=path)
 
-    def settle(self, found: dict[str, str], seen: set[str]) -> None:
+    def settle(self, found: dict[str, str], seen: Container[str]) -> None:
         """After a scan: record what it found; clear what it no longer finds (an open error stays while the
         file is still there, since only opening it again can clear it)."""
         for path, message in found.items():

@@ -206,12 +206,11 @@ class ScanResult:
     problems: dict[str, str] = field(default_factory=dict)
     checked: set[str] = field(default_factory=set)
     """Paths whose state this scan knows (stat()ed or listed), so problems about them can be cleared."""
-    seen: set[str] = field(default_factory=set)
-    """``full``/``deep``: every path that matched."""
     stats: dict[str, FileStat] = field(default_factory=dict)
     """``full``/``deep``: the files stat()ed by this scan."""
     counts: dict[Ident, int] = field(default_factory=dict)
-    """``full``/``deep``: how many matching paths each identity has (hard links, symlinks)."""
+    """``full``/``deep``: how many matching paths each identity has, where more than one (hard links,
+    symlinks); the others in ``matched`` have one. (No set of every path: 100,000 of them for nothing.)"""
     unlisted: list[str] = field(default_factory=list)
     """Directories that could not be listed for want of descriptors: what is in them is unknown."""
     listed: int = 0
@@ -532,17 +531,17 @@ class Scanner:
         """Every matching file by identity (full and deep scans); stat()ed ones with their stat."""
         stats = result.stats
         stats.update((path, st) for path, _ident, st in (*result.came, *result.touched))
-        matched, seen, counts = result.matched, result.seen, result.counts
+        matched, counts = result.matched, result.counts
         for node in self._nodes.values():
             for path, d_ino in node.files.items():
                 ident = node.ident(path, d_ino)
-                seen.add(path)
-                matched.setdefault(ident, (path, stats.get(path)))
-                counts[ident] = counts.get(ident, 0) + 1
+                value = (path, stats.get(path))
+                if matched.setdefault(ident, value) is not value:
+                    counts[ident] = counts.get(ident, 1) + 1  # only identities with more than one path
         for path, ident in self._links.items():
-            seen.add(path)
-            matched.setdefault(ident, (path, stats.get(path)))
-            counts[ident] = counts.get(ident, 0) + 1
+            value = (path, stats.get(path))
+            if matched.setdefault(ident, value) is not value:
+                counts[ident] = counts.get(ident, 1) + 1
 
     def _regex(self, comp: str) -> re.Pattern[str]:
         rx = self._rx.get(comp)
