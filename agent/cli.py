@@ -352,15 +352,20 @@ def render_status(data: dict[str, Any]) -> str:
                      f"last success {ago}" + (f", last error: {out['last_error']}" if out.get("last_error") else ""))
     for name, src in data.get("sources", {}).items():
         files = src.get("files") or []
+        total = int(src.get("files_total", len(files)))  # /status lists at most 1,000 files per source
         fmt = "+".join(src.get("format") or ["raw"])
         parse_errors = sum((src.get("parse_errors") or {}).values())
-        lines.append(f"source {name} ({src.get('kind')}, from {src.get('config_file') or '-'}): {len(files)} files, "
+        lines.append(f"source {name} ({src.get('kind')}, from {src.get('config_file') or '-'}): {total} files, "
                      f"format {fmt}" + (f" ({parse_errors} lines did not parse)" if parse_errors else "")
                      + f", matcher {(src.get('matcher') or {}).get('engine')}")
         for f in files[:20]:
             err = f" ERROR {f['last_error']}" if f.get("last_error") else ""
             lines.append(f"  {f.get('path')}  {f.get('state', '')}  offset {f.get('offset')}  "
                          f"lag {f.get('lag_bytes', 0)} bytes{err}")
+        unlisted = total - min(len(files), 20)
+        if unlisted > 0 and files:
+            lines.append(f"  ... and {unlisted} more files" + (f" ({src['files_omitted']} not listed)"
+                                                              if src.get("files_omitted") else ""))
         errors = src.get("errors")
         for problem in errors if isinstance(errors, list) else []:
             lines.append(f"  ERROR {problem.get('path')}: {problem.get('error')}")

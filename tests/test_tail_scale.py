@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import structlog.testing
 
+from agent.cli import render_status
 from agent.selfwatch import AgentSnapshot, SelfAlertsConfig, SelfWatch, SourceSnapshot
 from agent.tail import FileSource, InotifyHub, TailConfig, TailCore, TailStats, core, scan
 from agent.tail.watch import HintBox, Hints, inotify
@@ -241,6 +242,8 @@ def test_status_is_capped_and_keeps_what_is_wrong(tmp_path: Path) -> None:
     assert status["files_tailed"] == status["open_files"] <= 1024
     summary = source.summary()
     assert summary["files"] == [] and summary["files_total"] == 1501 and len(summary["behind"]) == 1
+    shown = render_status({"sources": {"st": status}})  # `dutytail status` counts every file, not the listed ones
+    assert "source st (" in shown and ": 1501 files," in shown and "(501 not listed)" in shown, shown
     tailer.release()
 
 
