@@ -1,6 +1,6 @@
 """Growth: what the agent costs as a host grows, so a user can read the cost of their own host off a table.
 
-    .venv/bin/python bench/growth.py                      # rules 20/200/1,000 and line rates idle/1k/100k per s
+    .venv/bin/python bench/growth.py                      # rules 20/200/1,000, scan vs grep, line rates
     .venv/bin/python bench/growth.py --quick              # smaller file, shorter windows, 1 run
     .venv/bin/python bench/growth.py --sections rules     # one section
 
@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -43,8 +45,9 @@ from common import (
     metric,
     rss_mib,
     start_agent,
+    warm,
 )
-from logdata import RULES, _normal_line, generate, parse_size, rules_yaml
+from logdata import RULES, _normal_line, ere, generate, parse_size, rules_yaml
 
 
 def rules_of(count: int) -> str:
@@ -63,7 +66,30 @@ def _source(logdir: Path, rules: str) -> str:
 # ------------------------------------------------------------------------------------------------ rules
 
 
-def _rules_run(workdir: Path, count: int, data: Any) -> dict[str, float]:
+def _scan(agent: Any, counter: LineCounter, logdir: Path, data: Any) -> dict[str, float]:
+    """Hard-link ``data`` into the watched directory (the whole file appears at once) and time it to its end.
+
+    One alert per rule: the last line's match joins an alert already open, so "done" is every matching line
+    counted by the alert engine (after its batch was matched) and every rule's event delivered.
+    """
+    c0 = cpu_seconds(agent.pid)
+    appeared = time.monotonic()
+    os.link(data.path, logdir / "big.log")
+    deadline = appeared + 600
+    while time.monotonic() < deadline:
+        matched = metric(agent.metrics(), "dutytail_rule_matches_total") or 0
+        if matched >= data.matches and counter.poll() >= len(RULES):
+            break
+        time.sleep(0.01)
+    out = {"scan_s": time.monotonic() - appeared}
+    out["lines_per_s"] = data.lines / out["scan_s"]
+    out["cpu_s"] = cpu_seconds(agent.pid) - c0
+    out["rss_mib"] = rss_mib(agent.pid)
+    out["hwm_mib"] = hwm_mib(agent.pid)
+    return out
+
+
+def _rules_run(workdir: Path, count: int, data: Any, restart: bool = True) -> dict[str, float]:
     wd = fresh_dir(workdir / f"rules-{count}")
     logdir = wd / "logs"
     logdir.mkdir()
@@ -77,26 +103,13 @@ def _rules_run(workdir: Path, count: int, data: Any) -> dict[str, float]:
     try:
         agent = start_agent(cfg, hport, wd / "agent.log")
         out["ready_first_s"] = agent.wait_ready(120)
-        agent.stop()
-        agent = start_agent(cfg, hport, wd / "agent.log")
-        out["ready_restart_s"] = agent.wait_ready(120)
+        if restart:
+            agent.stop()
+            agent = start_agent(cfg, hport, wd / "agent.log")
+            out["ready_restart_s"] = agent.wait_ready(120)
         counter = LineCounter(fake.out)
-        c0 = cpu_seconds(agent.pid)
-        appeared = time.monotonic()
-        (logdir / "big.log").symlink_to(data.path)  # the whole file appears at once
-        deadline = appeared + 600
-        # One alert per rule: the last line's match joins an alert already open, so "done" is every matching
-        # line counted by the alert engine (after its batch was matched) and every rule's event delivered.
-        while time.monotonic() < deadline:
-            matched = metric(agent.metrics(), "dutytail_rule_matches_total") or 0
-            if matched >= data.matches and counter.poll() >= len(RULES):
-                break
-            time.sleep(0.01)
-        out["scan_s"] = time.monotonic() - appeared
-        out["lines_per_s"] = data.lines / out["scan_s"]
-        out["cpu_s"] = cpu_seconds(agent.pid) - c0
-        out["rss_mib"] = rss_mib(agent.pid)
-        out["hwm_mib"] = hwm_mib(agent.pid)
+        warm(data.path)
+        out.update(_scan(agent, counter, logdir, data))
         counter.close()
         agent.stop()
     finally:
@@ -112,6 +125,41 @@ def bench_rules(workdir: Path, counts: list[int], runs: int, size: int) -> dict[
             log(f"rules {count}, run {run + 1}/{runs}")
             results.setdefault(count, []).append(_rules_run(workdir, count, data))
             log(f"  {results[count][-1]}")
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ scan vs grep
+
+
+def _grep(data: Any, workdir: Path) -> dict[str, float]:
+    pat = workdir / "patterns.ere"
+    pat.write_text("".join(ere(p) + "\n" for _, p, _ in RULES))
+    warm(data.path)
+    c0 = os.times()
+    t0 = time.perf_counter()
+    proc = subprocess.run(["grep", "-E", "-c", "-f", str(pat), str(data.path)], capture_output=True, text=True,
+                          env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"}, check=False)
+    seconds = time.perf_counter() - t0
+    c1 = os.times()
+    if int(proc.stdout.strip() or -1) != data.matches:
+        raise RuntimeError(f"grep counted {proc.stdout.strip()}, expected {data.matches}")
+    return {"scan_s": seconds, "lines_per_s": data.lines / seconds,
+            "cpu_s": (c1.children_user + c1.children_system) - (c0.children_user + c0.children_system)}
+
+
+def bench_scan(workdir: Path, runs: int, size: int, fraction: float) -> dict[str, list[dict[str, float]]]:
+    """The agent (already running, 20 rules) vs ``grep -E -c -f`` on the same file, alternating run by run."""
+    data = generate(OUT / f"growth-scan-{fraction:g}.log", size, match_fraction=fraction)
+    results: dict[str, list[dict[str, float]]] = {"agent": [], "grep": []}
+    fresh_dir(workdir / "grep")
+    for run in range(runs):
+        log(f"scan run {run + 1}/{runs}: grep")
+        results["grep"].append(_grep(data, workdir / "grep"))
+        log(f"  {results['grep'][-1]}")
+        log(f"scan run {run + 1}/{runs}: agent")
+        results["agent"].append(_rules_run(workdir, len(RULES), data, restart=False))
+        log(f"  {results['agent'][-1]}")
+    results["info"] = [{"lines": float(data.lines), "matches": float(data.matches), "bytes": float(size)}]
     return results
 
 
@@ -206,7 +254,7 @@ def _col(rows: list[dict[str, float]], key: str, fmt: str = "{:,.2f}") -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", default="rules,rates")
+    parser.add_argument("--sections", default="rules,scan,rates")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--size", default="100MiB", help="scan file for the rules rows")
     parser.add_argument("--rules", default="20,200,1000")
@@ -214,10 +262,12 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=100, help="files the line-rate rows append to")
     parser.add_argument("--window", type=float, default=30.0)
     parser.add_argument("--settle", type=float, default=5.0)
+    parser.add_argument("--scan-size", default="200MiB", help="file for the scan-vs-grep rows")
+    parser.add_argument("--scan-fraction", type=float, default=0.005, help="matching lines in it")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
-        args.runs, args.size, args.window, args.settle = 1, "20MiB", 8.0, 2.0
+        args.runs, args.size, args.scan_size, args.window, args.settle = 1, "20MiB", "20MiB", 8.0, 2.0
     workdir = OUT / "growth"
     sections = set(args.sections.split(","))
     raw: dict[str, Any] = {}
@@ -236,6 +286,21 @@ def main() -> None:
                        f"{_col(rows, 'scan_s')} | {_col(rows, 'lines_per_s', '{:,.0f}')} | {_col(rows, 'cpu_s')} | "
                        f"{_col(rows, 'hwm_mib', '{:,.1f}')} |")
         out.append("")
+    if "scan" in sections:
+        res_s = bench_scan(workdir, args.runs, parse_size(args.scan_size), args.scan_fraction)
+        raw["scan"] = res_s
+        info = res_s["info"][0]
+        ratios = [a["scan_s"] / g["scan_s"] for a, g in zip(res_s["agent"], res_s["grep"], strict=True)]
+        out += [f"A {args.scan_size} mixed log ({info['lines']:,.0f} lines, {info['matches']:,.0f} matching = "
+                f"{args.scan_fraction:.1%}; 20 rules, one alert per rule) appearing in the watched directory of a "
+                "running agent: from its appearance until every match is counted and every rule's event is at the "
+                "local endpoint; `LC_ALL=C grep -E -c -f` on the same file (page cache warm), alternating run by run.",
+                "", "| contender | seconds | lines/s | CPU (s) | peak RSS (MiB) |", "|---|---:|---:|---:|---:|",
+                f"| dutytail | {_col(res_s['agent'], 'scan_s')} | {_col(res_s['agent'], 'lines_per_s', '{:,.0f}')} | "
+                f"{_col(res_s['agent'], 'cpu_s')} | {_col(res_s['agent'], 'hwm_mib', '{:,.1f}')} |",
+                f"| grep | {_col(res_s['grep'], 'scan_s')} | {_col(res_s['grep'], 'lines_per_s', '{:,.0f}')} | "
+                f"{_col(res_s['grep'], 'cpu_s')} | |", "",
+                f"Agent time / grep time, per run pair: {fmt_mmm(ratios, '{:.2f}x')}.", ""]
     if "rates" in sections:
         rates = [int(x) for x in args.rates.split(",")]
         res_r = bench_rates(workdir, rates, args.runs, args.window, args.settle, args.files)
