@@ -96,3 +96,86 @@ def test_idle_dry_run_agent_does_not_load_what_it_does_not_use(tmp_path: Path) -
     assert report["loaded"] == [], f"an idle dry-run agent imported {report['loaded']}"
     (event,) = [json.loads(line) for line in report["events"].splitlines()]
     assert event["event_status"] == "Warning" and "timeout on orders" in event["description"]
+
+
+_SENDING_DRIVER = r"""
+import asyncio, json, sys, threading
+from agent.app import Agent
+from agent.cli import run_async
+from agent.config import load_config
+from agent.logsetup import configure_logging
+
+importers = []
+
+def hook(event, args):
+    if event == "import" and args[0].split(".")[0] == "aiohttp":  # its submodules (the package is lazy)
+        importers.append(threading.current_thread().name)
+
+sys.addaudithook(hook)
+
+async def main():
+    config_path, log_path = sys.argv[1:3]
+    configure_logging("warning", stream=sys.stderr)
+    agent = Agent(load_config(config_path), config_path)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    for _ in range(1500):
+        if agent.ready:
+            break
+        await asyncio.sleep(0.02)
+    before = list(importers)
+    with open(log_path, "a") as fh:
+        fh.write("ERROR timeout on orders id=7\n")
+    for _ in range(1500):
+        if agent.status()["outputs"]["default"]["sent"] >= 1:
+            break
+        await asyncio.sleep(0.02)
+    report = {"before_first_event": before, "importers": importers,
+              "loop_thread": threading.current_thread().name,
+              "sent": agent.status()["outputs"]["default"]["sent"]}
+    stop.set()
+    await task
+    print(json.dumps(report))
+
+run_async(main())
+"""
+
+
+def test_first_event_imports_the_http_client_off_the_event_loop(tmp_path: Path) -> None:
+    """aiohttp (~0.2 s, ~10 MiB) is imported when the first event goes out, in a worker thread: imported by
+    the event loop it stalled every source's pipeline for that long (a tenth of a 200 MiB scan)."""
+    fake = subprocess.Popen([sys.executable, "-m", "tests.fake_flashduty", "--port", "0"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert fake.stderr is not None and fake.stdout is not None
+        url = fake.stderr.readline().split("listening on ", 1)[1].strip()
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        app = logs / "app.log"
+        app.write_text("INFO boot\n")
+        config = tmp_path / "config.yaml"
+        config.write_text(textwrap.dedent(f"""\
+            state_dir: {tmp_path}/state
+            flashduty:
+              push_url: "{url}"
+            health:
+              listen: 127.0.0.1:{free_port()}
+            logs:
+              - name: app
+                paths: ["{logs}/*.log"]
+                rules:
+                  - name: db-timeout
+                    match: 'timeout on (?P<db>\\w+) id=(?P<id>\\d+)'
+            """))
+        config.chmod(0o600)
+        res = subprocess.run([sys.executable, "-c", _SENDING_DRIVER, str(config), str(app)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        report = json.loads(res.stdout.strip().splitlines()[-1])
+        received = json.loads(fake.stdout.readline())
+    finally:
+        fake.terminate()
+        fake.wait(10)
+    assert report["sent"] == 1 and "timeout on orders" in received["event"]["description"]
+    assert report["before_first_event"] == [], "an agent with nothing sent yet imported aiohttp"
+    assert report["importers"] and report["loop_thread"] not in report["importers"], report

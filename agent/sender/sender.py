@@ -128,8 +128,12 @@ class OutputSender:
 
     async def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = open_session(self.config)
-            self._proxy = resolve_proxy(self._url, self.config.proxy)
+            session = await open_session(self.config)
+            if self._session is None or self._session.closed:  # another delivery may have opened one meanwhile
+                self._session = session
+                self._proxy = resolve_proxy(self._url, self.config.proxy)
+            else:
+                await session.close()
         return self._session
 
     async def close(self) -> None:
