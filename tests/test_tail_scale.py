@@ -260,3 +260,24 @@ def test_the_self_watch_reads_the_streams_behind_not_every_file() -> None:
     assert look(0, behind) == set()
     assert look(61, [{**behind[0], "offset": 20}]) == {"source_behind"}, "still short of what was there at 0"
     assert look(62, []) == set()
+
+
+def test_a_cycle_reads_a_backlog_four_chunks_at_a_time_round_robin(tmp_path: Path) -> None:
+    """Each cycle is a round trip through the event loop: a backlog is read four chunks per cycle, one chunk
+    per file per turn (a big file does not starve a small one), and every chunk is its own batch."""
+    line = "x" * 99 + "\n"
+    (tmp_path / "big.log").write_text(line * (10 * 4096 // 100 * 10))  # ~10 chunks of 4 KiB
+    (tmp_path / "small.log").write_text("small one\nsmall two\n")
+    tailer = TailCore(TailConfig(name="rr", paths=[str(tmp_path / "*.log")], start_at="beginning",
+                                 read_chunk_bytes=4096), {}, is_first_start=True, stats=TailStats())
+    tailer.watch = Watched()
+    first = tailer.cycle(Hints())
+    by_file = [Path(e.batch.path).name for e in first.emitted if e.batch.lines]
+    # the budget is four chunks' bytes: big, small (20 bytes), then big again until the budget is spent
+    assert sorted(by_file[:2]) == ["big.log", "small.log"] and by_file[2:] == ["big.log"] * 3, by_file
+    assert first.busy, "the rest of the backlog is still ready"
+    # a batch is one chunk (and the partial line the previous read held back)
+    assert all(len("\n".join(e.batch.lines)) <= 4096 + len(line) for e in first.emitted)
+    lines = [x for e in first.emitted for x in e.batch.lines] + drain(tailer)
+    assert lines.count("small one") == 1 and len(lines) == 2 + 10 * 4096 // 100 * 10
+    tailer.release()
