@@ -4,7 +4,8 @@
     .venv/bin/python bench/run.py --quick          # smoke run: ~100 MiB, 1 run, short windows
     .venv/bin/python bench/run.py --size 512MiB --runs 3 --sections scan,profile
 
-Prints a markdown report on stdout and writes it to bench/RESULTS.md (raw numbers: bench/out/results.json).
+Prints a markdown report on stdout and writes it to bench/RESULTS.md (raw numbers: bench/out/results.json),
+keeping the sections other benchmarks put there (fleet, formats, growth, footprint, files_scale).
 Generated data and scratch directories live under bench/out/ (gitignored). See bench/README.md.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import signal
 import sys
 import time
@@ -446,15 +448,43 @@ def main() -> None:
             out.insert(mark + 2 if len(out) > mark + 2 else len(out), note + "\n")
             log(note)
         log(f"section {section} took {time.time() - t0:.0f}s")
-        Path(args.output).write_text("\n".join([*out, "(run in progress: sections so far)", ""]))
+        Path(args.output).write_text(with_other_sections("\n".join([*out, "(run in progress: sections so far)", ""]),
+                                                         Path(args.output)))
     with open("/proc/loadavg") as fh:
         load = " ".join(fh.read().split()[:3])
     out += [f"Total bench time {time.time() - started:,.0f} s; load average at the end: {load}.", ""]
     text = "\n".join(out)
     print(text)
-    Path(args.output).write_text(text)
+    Path(args.output).write_text(with_other_sections(text, Path(args.output)))
     (OUT / "results.json").write_text(json.dumps(raw, indent=1, default=str))
     log(f"wrote {Path(args.output).relative_to(ROOT) if Path(args.output).is_relative_to(ROOT) else args.output}")
+
+
+def _sections(text: str) -> list[tuple[str, str]]:
+    """(heading line, block) for every ``## `` section of a markdown text (the preamble is not one)."""
+    blocks = re.split(r"(?m)^(?=## )", text)
+    return [(block.splitlines()[0], block) for block in blocks if block.startswith("## ")]
+
+
+def with_other_sections(text: str, path: Path) -> str:
+    """``text`` followed by the sections of the file at ``path`` that this script does not write (Fleet,
+    Structured logs, Growth, Footprint, Files at scale: other benchmarks' results, pasted in by hand), so a
+    run of this script replaces only its own sections."""
+    try:
+        existing = path.read_text()
+    except OSError:
+        return text
+    mine = {heading for heading, _ in _sections(text)}
+    kept = [block for heading, block in _sections(existing) if heading not in mine and heading not in OWN_HEADINGS]
+    if not kept:
+        return text
+    return text.rstrip("\n") + "\n\n" + "".join(kept).rstrip("\n") + "\n"
+
+
+OWN_HEADINGS = {"## 1. Scan throughput", "## 2. Alert latency", "## 3. Idle cost", "## 4. Backlog",
+                "## 5. Outbox throughput (group commit)", "## Profile of the scan (py-spy)",
+                "## Profile of the backlog drain (py-spy)"}
+"""Headings this script writes (a run of some sections only must not keep stale copies of the others)."""
 
 
 if __name__ == "__main__":
