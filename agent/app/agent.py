@@ -124,6 +124,7 @@ class Agent:
         await self.sources.wait_first_scans()
         self.ready = True
         release_freed_memory()
+        self.outputs.prepare()
         self.notifier.ready(status=f"dutytail {__version__}: {len(self.sources.running)} sources, "
                                    f"{len(self.config.checks)} checks")
         log.info("agent_ready", version=__version__, sources=list(self.sources.running),
@@ -203,6 +204,7 @@ class Agent:
             await self.outputs.stop(name)
         for name in plan.outputs_start:
             self.outputs.start(new.output(name))
+        self.outputs.prepare()  # a dry run given a push URL
         for name in plan.sources_stop:
             await self.sources.stop(name)
         for cfg in plan.sources_new_rules:

@@ -8,6 +8,7 @@ import time
 from typing import Any, TextIO
 
 from agent.app.supervise import supervise
+from agent.lazy import ensure_loaded
 from agent.logsetup import Redactor
 from agent.outbox import Outbox
 from agent.sender import OutputConfig, OutputSender
@@ -21,6 +22,15 @@ class Outputs:
         self.stdout = stdout
         self.senders: dict[str, OutputSender] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._client_import: asyncio.Task[None] | None = None
+
+    def prepare(self) -> None:
+        """Once the agent is ready: import the HTTP client (aiohttp, ~0.2 s of CPU and ~10 MiB) in a worker
+        thread when some output sends for real. Imported at the first event instead, it slowed the reading of
+        the very burst that produced that event by a fifth (bench/growth.py's scan) and delayed the first
+        alert; a dry run never imports it."""
+        if self._client_import is None and any(not s.config.dry_run() for s in self.senders.values()):
+            self._client_import = asyncio.create_task(ensure_loaded("aiohttp"), name="http-client-import")
 
     def start(self, config: OutputConfig) -> None:
         sender = OutputSender(config, self.outbox, stdout=self.stdout, metrics=self.metrics, redactor=self.redactor)
