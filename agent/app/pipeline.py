@@ -103,10 +103,11 @@ class Pipeline:
             done: asyncio.Future[Hits] = asyncio.get_running_loop().create_future()
             done.set_result(Hits())
             return done
-        if _small(batch):
-            # A few lines (what a live tail mostly hands on): matching them takes microseconds, a round trip
-            # through a worker thread ~50 us and two thread wake-ups; at 1,000 batches/s that was most of the
-            # agent's CPU. Evaluated here, on the loop; an error still fails only this batch.
+        if ruleset.quick and _small(batch):
+            # A few lines (what a live tail mostly hands on) of a quick rule set: matching them takes
+            # microseconds, a round trip through a worker thread ~50 us and two thread wake-ups; at 1,000
+            # batches/s that was most of the agent's CPU. Evaluated here, on the loop; an error still fails
+            # only this batch. A structured or guarded rule set always goes to a thread (RuleSet.quick).
             inline: asyncio.Future[Hits] = asyncio.get_running_loop().create_future()
             try:
                 inline.set_result(ruleset.evaluate(batch.lines, batch.data, batch.fields, batch.path))

@@ -23,6 +23,7 @@ from typing import Literal
 from agent.format import FormatName, Parser
 from agent.lines import LineChunk
 from agent.match import MultiMatcher
+from agent.match.guard import risk
 from agent.rules.config import RuleConfig, compile_regex
 from agent.rules.records import JOURNAL_TEMPLATE_FIELDS, RecordRules
 
@@ -87,6 +88,11 @@ class RuleSet:
             self.matcher = self.records.matcher
         else:
             self.matcher = _matcher(tuple(patterns), cache_dir) if patterns else None
+        self.quick = (self.records is None and (self.matcher is None or self.matcher.guard is None)
+                      and not any(rule.exclude and risk(rule.exclude) for rule in self.rules))
+        """A few lines are matched in microseconds whatever they hold: plain text, and no pattern (rule or
+        exclude) the regex guard has to time. The pipeline matches small batches of such a rule set on the
+        event loop; every other batch goes to a worker thread, where a slow regex blocks nothing else."""
 
     @property
     def structured(self) -> bool:
