@@ -86,3 +86,39 @@ logs:
     assert await eventually(abandoned, 5, "the abandoned line counted") == 1
     assert "regex_line_abandoned" in agent.logs()
     assert agent.stop() == 0
+
+
+async def test_the_regex_worker_dies_with_a_killed_agent(tmp_path: Path, fake: FakeFlashduty,
+                                                        agent_process: Any) -> None:
+    """An agent killed without a clean stop while its worker backtracks must not leave the worker spinning."""
+    import psutil
+
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / "app.log"
+    log.write_text("")
+    agent = agent_process(f"""
+state_dir: ./state
+flashduty: {{push_url: "{fake.url}"}}
+health: {{listen: "127.0.0.1:${{DUTYTAIL_TEST_HEALTH_PORT}}"}}
+logs:
+  - name: app
+    paths: ["{log}"]
+    rules:
+      - name: evil
+        match: '{EVIL}'
+""")
+    agent.start()
+    await agent.wait_ready()
+    append(log, "a" * 40)  # the worker backtracks on it (days for plain re) until the budget kills it
+
+    def worker() -> list[psutil.Process]:
+        return [p for p in psutil.Process(agent.proc.pid).children() if "pickle" in " ".join(p.cmdline())]
+
+    (child,) = await eventually(lambda: worker() or None, 10, "the regex worker running")
+    try:
+        agent.kill9()
+        assert await eventually(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 10,
+                                "the worker gone with the agent")
+    finally:
+        if child.is_running():
+            child.kill()  # a failing run must not leave it spinning for days

@@ -35,7 +35,17 @@ STARTUP_ALLOWANCE = 5.0
 _HEADER = struct.Struct("!I")
 
 WORKER = r"""
-import pickle, re, struct, sys
+import ctypes, os, pickle, re, signal, struct, sys
+# Die with the agent: a line that backtracks for days keeps this process in C code, where it never sees its
+# stdin close; killed without a clean stop (SIGKILL, a crash, outside systemd's cgroup) the agent left it
+# spinning on a core. PR_SET_PDEATHSIG (1) fires when the thread that started it ends: the agent's matcher
+# threads live as long as the agent.
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(sys.argv[1]):  # the agent died before the prctl
+    sys.exit(0)
 header = struct.Struct("!I")
 stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
 def recv():
@@ -169,7 +179,7 @@ class Guard:
         return pickle.loads(_read(out, size, deadline))
 
     def _start(self) -> subprocess.Popen[bytes]:
-        child = subprocess.Popen([sys.executable, "-I", "-c", WORKER], stdin=subprocess.PIPE,
+        child = subprocess.Popen([sys.executable, "-I", "-c", WORKER, str(os.getpid())], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True,
                                  start_new_session=True)
         assert child.stdin is not None
