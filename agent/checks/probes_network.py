@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from agent.checks.config import HttpProbe, TcpProbe
 from agent.checks.probes import ProbeError, above
 from agent.checks.result import CheckResult, PerfData, RawStatus, worst
-from agent.lazy import lazy_import
+from agent.lazy import ensure_loaded, lazy_import
 
 if TYPE_CHECKING:
     import aiohttp
@@ -109,6 +109,7 @@ def cert_not_after(der: bytes) -> datetime:
 
 
 async def probe_http(cfg: HttpProbe) -> CheckResult:
+    await ensure_loaded("aiohttp")  # imported in a worker thread, and never read while another import runs
     findings: list[tuple[RawStatus, str]] = []
     perf: list[PerfData] = []
     started = time.monotonic()
