@@ -3,6 +3,7 @@
     .venv/bin/python bench/growth.py                      # rules 20/200/1,000, scan vs grep, line rates
     .venv/bin/python bench/growth.py --quick              # smaller file, shorter windows, 1 run
     .venv/bin/python bench/growth.py --sections rules     # one section
+    .venv/bin/python bench/growth.py --plot bench/growth.png   # the last run's numbers as a plot
 
 Rules: the agent with 20 (the scan benchmark's), 200 or 1,000 rules (the 20 plus rules of the same shape
 that never match) on one source: the time to ready on the first start (nothing cached) and on a restart
@@ -43,6 +44,7 @@ from common import (
     hwm_mib,
     log,
     metric,
+    mmm,
     rss_mib,
     start_agent,
     warm,
@@ -252,6 +254,47 @@ def _col(rows: list[dict[str, float]], key: str, fmt: str = "{:,.2f}") -> str:
     return fmt_mmm([r[key] for r in rows], fmt)
 
 
+def plot(raw: dict[str, Any], target: Path) -> None:
+    """Cost vs size from growth.json: rules against restart time and scan rate, line rate against CPU."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: .venv/bin/pip install -e '.[bench]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def series(rows: dict[str, list[dict[str, float]]], key: str) -> tuple[list[float], list[float], list[list[float]]]:
+        xs, med, err = [], [], [[], []]
+        for x, runs in sorted(rows.items(), key=lambda kv: float(kv[0])):
+            lo, mid, hi = mmm([r[key] for r in runs])
+            xs.append(max(float(x), 1.0))  # the idle row (0 lines/s) sits at 1 on a log axis
+            med.append(mid)
+            err[0].append(mid - lo)
+            err[1].append(hi - mid)
+        return xs, med, err
+
+    panels = [("rules", "ready_restart_s", "rules", "ready on a restart, s", 1.0),
+              ("rules", "lines_per_s", "rules", "scan, lines/s (100 MiB, 0.1% matching)", 2_000_000.0),
+              ("rates", "cpu_pct", "lines/s appended (100 files; idle at 1)", "CPU, % of a core", None),
+              ("rates", "rss_mib", "lines/s appended (100 files; idle at 1)", "RSS, MiB", None)]
+    present = [p for p in panels if p[0] in raw]
+    fig, axes = plt.subplots(1, len(present), figsize=(4 * len(present), 3.6), squeeze=False)
+    for ax, (section, key, xlabel, title, target_value) in zip(axes[0], present, strict=True):
+        xs, med, err = series(raw[section], key)
+        ax.errorbar(xs, med, yerr=err, marker="o", capsize=3)
+        if target_value is not None:
+            ax.axhline(target_value, color="red", linestyle=":", linewidth=1, label="target")
+            ax.legend()
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle("dutytail: cost vs rules and line rate (median, bars min-max of runs; 2 cores)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(target, dpi=110)
+    print(f"wrote {target}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", default="rules,scan,rates")
@@ -265,7 +308,11 @@ def main() -> None:
     parser.add_argument("--scan-size", default="200MiB", help="file for the scan-vs-grep rows")
     parser.add_argument("--scan-fraction", type=float, default=0.005, help="matching lines in it")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--plot", type=Path, help="draw bench/out/growth.json (the last run) to this PNG; no run")
     args = parser.parse_args()
+    if args.plot:
+        plot(json.loads((OUT / "growth.json").read_text()), args.plot)
+        return
     if args.quick:
         args.runs, args.size, args.scan_size, args.window, args.settle = 1, "20MiB", "20MiB", 8.0, 2.0
     workdir = OUT / "growth"
