@@ -53,8 +53,8 @@ def test_a_line_over_budget_is_abandoned_and_the_next_one_is_answered() -> None:
     assert LINE_BUDGET < 1
 
 
-async def test_the_agent_keeps_serving_while_a_rule_backtracks(tmp_path: Path, fake: FakeFlashduty,
-                                                               agent_process: Any) -> None:
+async def _agent_with_an_evil_rule(tmp_path: Path, fake: FakeFlashduty, agent_process: Any) -> tuple[Any, Path]:
+    """A ready agent process whose `app` source has the guarded `evil` rule and a plain `fine` one."""
     (tmp_path / "logs").mkdir()
     log = tmp_path / "logs" / "app.log"
     log.write_text("")
@@ -74,6 +74,12 @@ logs:
 """)
     agent.start()
     await agent.wait_ready()
+    return agent, log
+
+
+async def test_the_agent_keeps_serving_while_a_rule_backtracks(tmp_path: Path, fake: FakeFlashduty,
+                                                               agent_process: Any) -> None:
+    agent, log = await _agent_with_an_evil_rule(tmp_path, fake, agent_process)
     append(log, "a" * 40, "ERROR E1")  # 40 a's: days of backtracking for plain re
     for _ in range(5):  # the loop answers throughout (2 s per request)
         assert (await asyncio.to_thread(http_get, agent.health_url + "/healthz", None, 2.0)).status == 200
@@ -93,22 +99,7 @@ async def test_the_regex_worker_dies_with_a_killed_agent(tmp_path: Path, fake: F
     """An agent killed without a clean stop while its worker backtracks must not leave the worker spinning."""
     import psutil
 
-    (tmp_path / "logs").mkdir()
-    log = tmp_path / "logs" / "app.log"
-    log.write_text("")
-    agent = agent_process(f"""
-state_dir: ./state
-flashduty: {{push_url: "{fake.url}"}}
-health: {{listen: "127.0.0.1:${{DUTYTAIL_TEST_HEALTH_PORT}}"}}
-logs:
-  - name: app
-    paths: ["{log}"]
-    rules:
-      - name: evil
-        match: '{EVIL}'
-""")
-    agent.start()
-    await agent.wait_ready()
+    agent, log = await _agent_with_an_evil_rule(tmp_path, fake, agent_process)
     append(log, "a" * 40)  # the worker backtracks on it (days for plain re) until the budget kills it
 
     def worker() -> list[psutil.Process]:
