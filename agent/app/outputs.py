@@ -25,12 +25,14 @@ class Outputs:
         self._client_import: asyncio.Task[None] | None = None
 
     def prepare(self) -> None:
-        """Once the agent is ready: import the HTTP client (aiohttp, ~0.2 s of CPU and ~10 MiB) in a worker
+        """Once the agent is ready: import the HTTP client (aiohttp, ~0.2 s of CPU and ~8 MiB) in a worker
         thread when some output sends for real. Imported at the first event instead, it slowed the reading of
         the very burst that produced that event by a fifth (bench/growth.py's scan) and delayed the first
         alert; a dry run never imports it."""
         if self._client_import is None and any(not s.config.dry_run() for s in self.senders.values()):
             self._client_import = asyncio.create_task(ensure_loaded("aiohttp"), name="http-client-import")
+            # a failure surfaces (and is logged) where the client is used: the first send awaits the same import
+            self._client_import.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def start(self, config: OutputConfig) -> None:
         sender = OutputSender(config, self.outbox, stdout=self.stdout, metrics=self.metrics, redactor=self.redactor)
@@ -55,6 +57,10 @@ class Outputs:
             await sender.drain(max(0.0, deadline - time.monotonic()))
         for name in list(self.senders):
             await self.stop(name)
+        if self._client_import is not None and not self._client_import.done():
+            self._client_import.cancel()  # the import itself finishes in its thread
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._client_import
 
     def refresh_urls(self) -> None:
         """A rotated ``push_url_file`` counts even when the config text is the same."""
