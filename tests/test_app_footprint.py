@@ -17,13 +17,27 @@ from pathlib import Path
 
 from tests.conftest import ROOT, free_port
 
-_DRIVER = r"""
-import asyncio, json, sys
+_COMMON = r"""
+import asyncio, json, sys, threading
 from agent.app import Agent
 from agent.cli import run_async
 from agent.config import load_config
 from agent.logsetup import configure_logging
 
+async def started_agent(config_path, **kw):
+    # a real agent on the config, running and ready (or given up on after 30 s)
+    configure_logging("warning", stream=sys.stderr)
+    agent = Agent(load_config(config_path), config_path, **kw)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    for _ in range(1500):
+        if agent.ready:
+            break
+        await asyncio.sleep(0.02)
+    return agent, stop, task
+"""
+
+_DRIVER = _COMMON + r"""
 NOT_EXPECTED = ("aiohttp", "urllib.request", "http.client", "prometheus_client", "psutil", "re2", "zstandard")
 
 def loaded(name):
@@ -33,15 +47,8 @@ def loaded(name):
 
 async def main():
     config_path, log_path, port, events_path = sys.argv[1:5]
-    configure_logging("warning", stream=sys.stderr)
     with open(events_path, "w") as out:
-        agent = Agent(load_config(config_path), config_path, stdout=out)
-        stop = asyncio.Event()
-        task = asyncio.create_task(agent.run(stop))
-        for _ in range(1500):
-            if agent.ready:
-                break
-            await asyncio.sleep(0.02)
+        agent, stop, task = await started_agent(config_path, stdout=out)
         reader, writer = await asyncio.open_connection("127.0.0.1", int(port))
         writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         metrics = (await reader.read()).decode()
@@ -98,13 +105,7 @@ def test_idle_dry_run_agent_does_not_load_what_it_does_not_use(tmp_path: Path) -
     assert event["event_status"] == "Warning" and "timeout on orders" in event["description"]
 
 
-_SENDING_DRIVER = r"""
-import asyncio, json, sys, threading
-from agent.app import Agent
-from agent.cli import run_async
-from agent.config import load_config
-from agent.logsetup import configure_logging
-
+_SENDING_DRIVER = _COMMON + r"""
 importers = []
 
 def hook(event, args):
@@ -115,14 +116,7 @@ sys.addaudithook(hook)
 
 async def main():
     config_path, log_path = sys.argv[1:3]
-    configure_logging("warning", stream=sys.stderr)
-    agent = Agent(load_config(config_path), config_path)
-    stop = asyncio.Event()
-    task = asyncio.create_task(agent.run(stop))
-    for _ in range(1500):
-        if agent.ready:
-            break
-        await asyncio.sleep(0.02)
+    agent, stop, task = await started_agent(config_path)
     for _ in range(500):  # ready, nothing to send yet: the client is imported in the background anyway
         if sys.modules.get("aiohttp.client") is not None:
             break
