@@ -17,10 +17,9 @@ import glob
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from agent.config import ConfigProblem, KeyPath, _Document
+from agent.config_yaml import ConfigError, ConfigProblem, KeyPath, YamlDocument, format_path, parse_yaml
 
 INCLUDABLE = ("logs", "journal", "checks")
 NAMED = {"logs": "source", "journal": "source", "checks": "check"}  # which names must be unique together
@@ -31,15 +30,15 @@ MAX_INCLUDED = 1000  # files one config may pull in
 class MergedDocument:
     """Locations across the main file and its includes, by key path of the merged data."""
 
-    main: _Document
-    routes: dict[tuple[str, int], tuple[_Document, int]] = field(default_factory=dict)
+    main: YamlDocument
+    routes: dict[tuple[str, int], tuple[YamlDocument, int]] = field(default_factory=dict)
     """(section, index in the merged list) -> (the file's document, index in that file's list)."""
 
     @property
     def file(self) -> str:
         return self.main.file
 
-    def _route(self, path: KeyPath) -> tuple[_Document, KeyPath]:
+    def _route(self, path: KeyPath) -> tuple[YamlDocument, KeyPath]:
         if len(path) >= 2 and isinstance(path[0], str) and isinstance(path[1], int):
             routed = self.routes.get((path[0], path[1]))
             if routed is not None:
@@ -75,10 +74,8 @@ class Included:
     """Source or check name -> the file it is defined in."""
 
 
-def expand(data: dict[str, Any], doc: _Document, base_dir: str) -> tuple[Included, list[ConfigProblem]]:
+def expand(data: dict[str, Any], doc: YamlDocument, base_dir: str) -> tuple[Included, list[ConfigProblem]]:
     """Read the included files and append their lists; problems are collected, never raised."""
-    from agent.config import ConfigError, ConfigProblem, parse_yaml
-
     problems: list[ConfigProblem] = []
     merged = MergedDocument(doc)
     data = dict(data)
@@ -132,9 +129,7 @@ def _shown(path: str, base_dir: str, pattern: str) -> str:
     return path if os.path.isabs(os.path.expanduser(pattern)) else os.path.relpath(path, base_dir)
 
 
-def _append(data: dict[str, Any], merged: MergedDocument, part: Any, part_doc: _Document) -> list[ConfigProblem]:
-    from agent.config import ConfigProblem
-
+def _append(data: dict[str, Any], merged: MergedDocument, part: Any, part_doc: YamlDocument) -> list[ConfigProblem]:
     if not isinstance(part, dict):
         return [ConfigProblem(part_doc.file, 1, 1, "", "an included file must be a mapping with logs, journal "
                                                         "or checks lists")]
@@ -163,8 +158,6 @@ def _append(data: dict[str, Any], merged: MergedDocument, part: Any, part_doc: _
 
 def _unique_names(data: dict[str, Any], merged: MergedDocument) -> list[ConfigProblem]:
     """A source or check name used twice, in one file or two: the second place names the first."""
-    from agent.config import ConfigProblem, format_path
-
     problems = []
     first: dict[tuple[str, str], tuple[str, int, int]] = {}
     for section in INCLUDABLE:
