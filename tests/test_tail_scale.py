@@ -24,7 +24,7 @@ import structlog.testing
 
 from agent.cli import render_status
 from agent.selfwatch import AgentSnapshot, SelfAlertsConfig, SelfWatch, SourceSnapshot
-from agent.tail import FileSource, InotifyHub, TailConfig, TailCore, TailStats, core, scan
+from agent.tail import FileSource, InotifyHub, TailConfig, TailCore, TailStats, core, globs, scan
 from agent.tail.watch import HintBox, Hints, inotify
 from tests.tail_helpers import Harness, append, make_lines, wait_until
 
@@ -127,7 +127,7 @@ def test_an_idle_scan_lists_nothing_and_a_new_file_costs_one_listing(tmp_path: P
 def test_a_directory_changed_within_the_tick_of_its_listing_is_listed_again(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.log").write_text("")
-    scanner = scan.Scanner(scan.PathFilter([str(tmp_path / "*" / "*.log")], []))
+    scanner = scan.Scanner(globs.PathFilter([str(tmp_path / "*" / "*.log")], []))
     scanner.scan("deep")
     mtime = os.stat(tmp_path / "d").st_mtime_ns
     (tmp_path / "d" / "b.log").write_text("")

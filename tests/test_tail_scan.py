@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from agent.tail import TailConfig
-from agent.tail.scan import expand_glob
+from agent.tail.globs import expand_glob
 from tests.tail_helpers import Harness, append, make_lines
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agent.tail.scan import PathFilter
+from agent.tail.globs import PathFilter
 from agent.tail.siblings import Siblings
 from agent.tail.stream import Stream
 

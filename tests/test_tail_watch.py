@@ -15,7 +15,7 @@ import pytest
 
 from agent.source import Batch
 from agent.tail import FileSource, InotifyHub, TailConfig
-from agent.tail.scan import PathFilter
+from agent.tail.globs import PathFilter
 from agent.tail.watch import HintBox
 from tests.tail_helpers import Harness, append, make_lines, tail_config, wait_until
 

@@ -24,12 +24,13 @@ from agent.tail.compressed import unpack_whole
 from agent.tail.config import TailConfig
 from agent.tail.discovery import Discovery
 from agent.tail.emit import Emission, Emitter
+from agent.tail.globs import PathFilter
 from agent.tail.identity import rewritten
 from agent.tail.opening import StreamOpener
 from agent.tail.problems import FileProblems
 from agent.tail.reader import LineReader
 from agent.tail.rotation import Rotation
-from agent.tail.scan import PathFilter, Scanner
+from agent.tail.scan import Scanner
 from agent.tail.siblings import Siblings
 from agent.tail.stats import TailStats
 from agent.tail.stream import Stream, current_path

@@ -18,10 +18,10 @@ from agent.fileid import pread_exact
 from agent.tail.compressed import decompressed_head, find_compressed, unpack_whole
 from agent.tail.config import TailConfig
 from agent.tail.emit import Emitter
+from agent.tail.globs import expand_glob
 from agent.tail.identity import OPEN_FLAGS, SearchFailed, find_in_dirs, later_generations, search_dirs
 from agent.tail.opening import StreamOpener
 from agent.tail.reader import LineReader
-from agent.tail.scan import expand_glob
 from agent.tail.siblings import Siblings
 from agent.tail.stats import TailStats
 from agent.tail.stream import Stream, current_path

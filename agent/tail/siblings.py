@@ -21,8 +21,8 @@ from collections.abc import Callable, Container, Iterable
 
 from agent.fileid import fingerprint, has_magic, pread_exact
 from agent.tail.compressed import decompressed_head
+from agent.tail.globs import PathFilter, expand_glob
 from agent.tail.identity import OPEN_FLAGS, SearchFailed, is_compressed, rotated_names
-from agent.tail.scan import PathFilter, expand_glob
 from agent.tail.stream import Stream
 
 Ident = tuple[int, int]

@@ -26,8 +26,8 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.tail.globs import PathFilter
 from agent.tail.identity import OPEN_FLAGS
-from agent.tail.scan import PathFilter
 
 MAX_PINNED = 256
 """Descriptors waiting for the worker at most; beyond, a birth is left to the next directory scan."""
