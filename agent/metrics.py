@@ -197,8 +197,13 @@ class Metrics:
         return "".join(parts).encode("utf-8")
 
 
-def _snapshot_families(snap: dict[str, Any]) -> Iterator[str]:
-    counters: list[tuple[str, str, list[str], dict[tuple[str, ...], float]]] = [
+CounterFamily = tuple[str, str, list[str], dict[tuple[str, ...], float]]
+"""(name without ``_total``, help, label names, label values -> value)."""
+
+
+def snapshot_counters(snap: dict[str, Any]) -> list[CounterFamily]:
+    """The counter families of an agent snapshot (``Views.metrics_snapshot``)."""
+    return [
         ("dutytail_lines_read", "Lines read by source.", ["source"], snap["lines_read"]),
         ("dutytail_bytes_read", "Bytes read by source.", ["source"], snap["bytes_read"]),
         ("dutytail_lines_truncated", "Over-long lines truncated by source.", ["source"], snap["lines_truncated"]),
@@ -226,12 +231,11 @@ def _snapshot_families(snap: dict[str, Any]) -> Iterator[str]:
         ("dutytail_inotify_overflows", "inotify queue overflows (events lost; every file source rescanned).",
          [], {(): snap["inotify_overflows"]}),
     ]
-    for name, doc, labelnames, values in counters:
-        lines = [_header(f"{name}_total", doc, "counter")]
-        for label_values, value in values.items():
-            lines.append(_sample(f"{name}_total", zip(labelnames, map(str, label_values), strict=True), value))
-        yield "".join(lines)
-    gauges = [
+
+
+def snapshot_gauges(snap: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """The gauge families of an agent snapshot: (name, help, value)."""
+    return [
         ("dutytail_outbox_depth", "Events waiting in the outbox.", snap["outbox_depth"]),
         ("dutytail_outbox_bytes", "Bytes of events waiting in the outbox.", snap["outbox_bytes"]),
         ("dutytail_outbox_oldest_age_seconds", "Age of the oldest queued event.", snap["outbox_oldest_age"]),
@@ -243,5 +247,13 @@ def _snapshot_families(snap: dict[str, Any]) -> Iterator[str]:
         ("dutytail_disk_full", "1 while the outbox cannot write (disk full).", snap["disk_full"]),
         ("dutytail_up_seconds", "Seconds since the agent started.", snap["uptime"]),
     ]
-    for name, doc, value in gauges:
+
+
+def _snapshot_families(snap: dict[str, Any]) -> Iterator[str]:
+    for name, doc, labelnames, values in snapshot_counters(snap):
+        lines = [_header(f"{name}_total", doc, "counter")]
+        for label_values, value in values.items():
+            lines.append(_sample(f"{name}_total", zip(labelnames, map(str, label_values), strict=True), value))
+        yield "".join(lines)
+    for name, doc, value in snapshot_gauges(snap):
         yield _header(name, doc, "gauge") + _sample(name, (), float(value or 0))
