@@ -23,12 +23,12 @@ a cold cache makes the first scan wait on the disk for each file).
 
 The trees are generated once per size under ``bench/out/files_scale/tree-<N>`` (one short line per file) and
 reused; each run starts with an empty state directory. Run it alone on the machine (the repository's rule:
-``flock /tmp/dutytail-bench.lock``)::
+one benchmark at a time)::
 
-    flock /tmp/dutytail-bench.lock .venv/bin/python bench/files_scale.py --label after
-    flock /tmp/dutytail-bench.lock .venv/bin/python bench/files_scale.py --quick --sizes 1k,10k
+    .venv/bin/python bench/files_scale.py --label after
+    .venv/bin/python bench/files_scale.py --quick --sizes 1k,10k
     .venv/bin/python bench/files_scale.py --plot bench/files_scale.png --plot-labels before,after
-    flock /tmp/dutytail-bench.lock .venv/bin/python bench/files_scale.py --profile --sizes 100k
+    .venv/bin/python bench/files_scale.py --profile --sizes 100k
 
 Each run's numbers go to ``bench/out/files_scale/<label>-<size>.json``; ``--plot`` draws the saved labels
 (matplotlib: ``pip install -e '.[bench]'``). ``--profile`` runs no agent process: it builds the file source's

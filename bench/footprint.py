@@ -3,7 +3,7 @@
     .venv/bin/python bench/footprint.py                           # everything, on config.example.yaml
     .venv/bin/python bench/footprint.py --parts idle --runs 3     # only the before/after row
     .venv/bin/python bench/footprint.py --workload idle --parts idle,breakdown   # bench/idle.py's 2,000 files
-    .venv/bin/python bench/footprint.py --agent-root /tmp/base    # measure another checkout's agent/
+    .venv/bin/python bench/footprint.py --agent-root BASE_DIR    # measure another checkout's agent/
     .venv/bin/python bench/footprint.py --parts idle --env MALLOC_ARENA_MAX=2 --stack-kib 256   # levers
 
 Parts (``--parts``, comma list):
@@ -30,7 +30,7 @@ go to stdout; the health port is moved to a free one so it cannot collide with a
 machine); ``idle``, the config of bench/idle.py (2,000 idle files under one glob, 20 checks: 10 file_age,
 10 tcp to a local listener; push URL to a port where nothing listens, so nothing is sent).
 
-Measurements share the machine: run under ``flock /tmp/dutytail-bench.lock``. Scratch: bench/out/footprint/.
+Measurements share the machine: run one benchmark at a time. Scratch: bench/out/footprint/.
 Prints markdown; raw numbers go to bench/out/footprint.json.
 """
 
