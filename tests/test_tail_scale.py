@@ -24,7 +24,7 @@ import structlog.testing
 
 from agent.cli import render_status
 from agent.selfwatch import AgentSnapshot, SelfAlertsConfig, SelfWatch, SourceSnapshot
-from agent.tail import FileSource, InotifyHub, TailConfig, TailCore, TailStats, core, globs, scan
+from agent.tail import FileSource, InotifyHub, TailConfig, TailCore, TailStats, globs, safety, scan
 from agent.tail.watch import HintBox, Hints, inotify
 from tests.tail_helpers import Harness, append, make_lines, wait_until
 
@@ -140,7 +140,7 @@ def test_a_change_even_the_mtime_hides_is_found_by_the_staggered_check(tmp_path:
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """The bound: with SWEEP_FILES per period, every directory is listed again and every file checked within
     ceil(files / SWEEP_FILES) periods, whatever inotify and the mtimes say; and never all at once."""
-    monkeypatch.setattr(core, "SWEEP_FILES", 10)
+    monkeypatch.setattr(safety, "SWEEP_FILES", 10)
     files = tree(tmp_path, 4, 20)  # 80 files: 8 periods
     old = time.time_ns() - 3600 * 10**9
     for d in {f.parent for f in files}:

@@ -9,7 +9,6 @@ produced, whether more is ready right now, and when it wants to run again; it ne
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from agent.tail.opening import StreamOpener
 from agent.tail.problems import FileProblems
 from agent.tail.reader import LineReader
 from agent.tail.rotation import Rotation
+from agent.tail.safety import SafetyNet
 from agent.tail.scan import Scanner
 from agent.tail.siblings import Siblings
 from agent.tail.stats import TailStats
@@ -39,15 +39,8 @@ from agent.tail.watch import HintBox, Hints, InotifyHub, PollingWatch, Watch, op
 
 log = structlog.get_logger(__name__)
 
-DEEP_EVERY = 6
-"""The safety net checks every followed file (and lists every directory again) within this many
-``rescan_interval`` periods while there are at most ``DEEP_EVERY * SWEEP_FILES`` files..."""
 CHECKPOINT_SLICE = 2000
 """First checkpoints of files skipped to their end handed out per cycle at most."""
-SWEEP_FILES = 2000
-"""... and checks this many per period beyond: every file within ``ceil(files / SWEEP_FILES)`` periods
-(100,000 files: 50 periods, 500 s at the default 10 s). A check is one fstat() (or stat() of a closed
-file): inotify is the primary signal, this only catches what it missed."""
 
 
 @dataclass(slots=True)
@@ -83,14 +76,11 @@ class TailCore:
         self.scanner.ensure_watched = self._ensure_watched
         self.stopping = False
         """Set by the event loop when the source stops: a cycle then does nothing."""
+        self.net = SafetyNet(self.table, self.scanner)
         self._next_rescan = self._last_scan = self._next_sweep = 0.0
-        self._sweep: list[Stream] = []
-        self._sweep_at = 0
         self._synced: tuple[int, int, tuple[str, ...]] = (-1, -1, ())
         self._published: object = None
         self._extra_watched: set[str] = set()
-        self.checked = 0
-        """Files the safety net checked (fstat/stat), for tests and the bench."""
 
     @property
     def first_scan_done(self) -> bool:
@@ -141,10 +131,10 @@ class TailCore:
                 self.box.rescan()  # the delta could not settle something: a full scan now, not in 10 s
             self._sync_watches()
             self._last_scan = now
-            self._poll_unwatched()
+            self.net.poll_unwatched()
             if now >= self._next_sweep:
                 self._next_sweep = now + self.config.rescan_interval
-                self._check_slice()
+                self.net.check_slice()
         if (hints.births or self.discovery.births) and self.first_scan_done and self.siblings.active:
             self._follow_unread_siblings(now)
         self._next_rescan = self._last_scan + self._rescan_interval(now)
@@ -212,69 +202,9 @@ class TailCore:
         watched, or while something is retried."""
         config = self.config
         interval = config.rescan_interval if self.watch.event_driven else config.poll_interval
-        if self.problems or self.table.waiting or self.discovery.unresolved or self._has_unwatched():
+        if self.problems or self.table.waiting or self.discovery.unresolved or self.net.has_unwatched():
             interval = min(interval, config.poll_interval)
         return interval
-
-    def _has_unwatched(self) -> bool:
-        return next(self.scanner.unwatched(), None) is not None
-
-    # --- the safety net --------------------------------------------------------------------------------
-
-    def _verify(self, f: Stream) -> None:
-        """One file checked without an event: news (size, mtime, deleted) makes it ready; a name that no longer
-        leads to it makes its directory listed again at the next scan (not at once: a path that keeps failing
-        must not make a loop of rescans)."""
-        self.checked += 1
-        try:
-            if f.fd is not None:
-                st = os.fstat(f.fd)
-                if st.st_nlink == 0:
-                    self.table.ready[f] = None
-                    self.scanner.mark_stale(os.path.dirname(f.path))
-                    return
-            else:
-                st = os.stat(f.path)
-                if (st.st_dev, st.st_ino) != f.ident:
-                    self.scanner.mark_stale(os.path.dirname(f.path))  # listed again at the next scan
-                    return
-        except OSError:
-            self.scanner.mark_stale(os.path.dirname(f.path))
-            return
-        if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
-            self.table.ready[f] = None
-
-    def _check_slice(self) -> None:
-        """The staggered deep check, once per ``rescan_interval``: a slice of the followed files (fstat) and of
-        the directories (listed again whatever their mtime), in turn, so that every one is looked at within
-        ``max(DEEP_EVERY, ceil(n / SWEEP_FILES))`` periods whatever events say (see docs/tailing.md)."""
-        table = self.table
-        n = len(table.streams)
-        budget = max(1, min(math.ceil(n / DEEP_EVERY), SWEEP_FILES))
-        self.scanner.sweep(budget)
-        done = 0
-        while done < budget:
-            if self._sweep_at >= len(self._sweep):
-                self._sweep, self._sweep_at = list(table.streams), 0
-                if not self._sweep:
-                    return
-            f = self._sweep[self._sweep_at]
-            self._sweep_at += 1
-            done += 1
-            if f in table and not f.draining and f not in table.ready:
-                self._verify(f)
-            if self._sweep_at >= len(self._sweep):
-                self._sweep = []  # the next period starts a fresh round (new streams included)
-                return
-
-    def _poll_unwatched(self) -> None:
-        """Directories without a watch (none at all when polling): every followed file in them, each scan."""
-        by_path = self.table.by_path
-        for node in list(self.scanner.unwatched()):
-            for path in node.files:
-                f = by_path.get(path)
-                if f is not None and not f.draining:
-                    self._verify(f)
 
     def _read_ready(self, now: float) -> None:
         table = self.table
