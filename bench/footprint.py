@@ -277,25 +277,17 @@ class Workload:
         os.chmod(self.config, 0o600)
 
     def _idle_config(self) -> None:
-        """bench/idle.py's ``_one`` config (2,000 files, 20 checks), kept in step with it by hand."""
-        from idle import _Listener
+        """bench/idle.py's ``_one`` config (2,000 files, 20 checks)."""
+        from idle import _Listener, write_workload
         from logdata import rules_yaml
 
         logdir = self.dir / "logs"
-        logdir.mkdir()
-        for i in range(2000):
-            (logdir / f"svc-{i:04d}.log").write_text(f"2026-11-27 08:00:00 INFO service {i} started\n")
         self._listener = _Listener()
-        checks = ["checks:"]
-        for i in range(10):
-            checks.append(f"  - name: backup-age-{i}\n    file_age: {{path: {logdir}/svc-{i:04d}.log, max_age: 1h}}\n"
-                          f"    interval: {10 + 2 * i}s")
-            checks.append(f"  - name: port-{i}\n    tcp: {{host: 127.0.0.1, port: {self._listener.port}}}\n"
-                          f"    interval: {10 + 2 * i}s")
+        checks_yaml = write_workload(logdir, 2000, self._listener.port)
         logs = f"logs:\n  - name: services\n    paths: [{logdir}/*.log]\n    rules:\n{rules_yaml()}"
         (self.dir / "config.yaml").write_text(agent_config(
             state_dir=self.dir / "state", health_port=self.health_port, push_port=free_port(), logs_yaml=logs,
-            checks_yaml="\n".join(checks) + "\n", max_per_second=100, max_per_minute=1000,
+            checks_yaml=checks_yaml, max_per_second=100, max_per_minute=1000,
             outbox="max_bytes: 256MiB", resolve_after="10m"))
 
     def reset_state(self) -> None:

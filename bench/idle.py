@@ -50,28 +50,35 @@ class _Listener:
         self.sock.close()
 
 
+def write_workload(logdir: Path, files: int, listener_port: int) -> str:
+    """This benchmark's workload: ``files`` idle logs written in ``logdir`` (created), and the YAML of its 20
+    checks (10 ``file_age`` on those logs, 10 ``tcp`` to the listener; intervals 10 s..28 s)."""
+    logdir.mkdir()
+    for i in range(files):
+        (logdir / f"svc-{i:04d}.log").write_text(f"2026-11-27 08:00:00 INFO service {i} started\n")
+    checks = ["checks:"]
+    for i in range(10):
+        checks.append(f"  - name: backup-age-{i}\n    file_age: {{path: {logdir}/svc-{i:04d}.log, max_age: 1h}}\n"
+                      f"    interval: {10 + 2 * i}s")
+        checks.append(f"  - name: port-{i}\n    tcp: {{host: 127.0.0.1, port: {listener_port}}}\n"
+                      f"    interval: {10 + 2 * i}s")
+    return "\n".join(checks) + "\n"
+
+
 def _one(workdir: Path, files: int, window: float, settle: float, tail_opts: str = "",
          with_checks: bool = True, fire: bool = False) -> dict[str, Any]:
     """``fire``: before measuring, one matching line is appended and its event delivered to a local fake
     (the HTTP client is loaded from then on: the RSS of an agent that has alerted once)."""
     wd = fresh_dir(workdir)
     logdir = wd / "logs"
-    logdir.mkdir()
-    for i in range(files):
-        (logdir / f"svc-{i:04d}.log").write_text(f"2026-11-27 08:00:00 INFO service {i} started\n")
     listener = _Listener()
-    checks = ["checks:"]
-    for i in range(10):
-        checks.append(f"  - name: backup-age-{i}\n    file_age: {{path: {logdir}/svc-{i:04d}.log, max_age: 1h}}\n"
-                      f"    interval: {10 + 2 * i}s")
-        checks.append(f"  - name: port-{i}\n    tcp: {{host: 127.0.0.1, port: {listener.port}}}\n"
-                      f"    interval: {10 + 2 * i}s")
+    checks_yaml = write_workload(logdir, files, listener.port)
     hport = free_port()
     fake = Fake(free_port(), wd) if fire else None
     logs = f"logs:\n  - name: services\n    paths: [{logdir}/*.log]\n{tail_opts}    rules:\n{rules_yaml()}"
     cfg = wd / "config.yaml"
     cfg.write_text(agent_config(state_dir=wd / "state", health_port=hport, push_port=fake.port if fake else free_port(),
-                                logs_yaml=logs, checks_yaml="\n".join(checks) + "\n" if with_checks else "",
+                                logs_yaml=logs, checks_yaml=checks_yaml if with_checks else "",
                                 max_per_second=100, max_per_minute=1000,
                                 outbox="max_bytes: 256MiB", resolve_after="10m"))
     agent = start_agent(cfg, hport, wd / "agent.log")
