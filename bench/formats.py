@@ -741,14 +741,18 @@ def profile_rules(info: JsonLog, limit: int) -> list[str]:
     n_lines = sum(len(c) for c in chunks)
     mib = sum(len(c.data) for c in chunks) / 2**20
     log(f"profile: {len(chunks)} chunks, {n_lines:,} lines, {mib:,.0f} MiB")
-    hits = sum(len(ruleset.evaluate(c, c.data)) for c in chunks)
-    candidates = sum(len(ruleset._candidates(c, c.data)) for c in chunks)
+    hits = sum(len(ruleset.evaluate(c, c.data)) for c in chunks)  # also lets the prefilter learn its plan
+    assert ruleset.records is not None
+    records, raw_filter = ruleset.records, ruleset.records.raw
+    plan = raw_filter._plan  # the plan the prefilter settled on (agent/rules/candidates.py)
+    assert plan is not None
+    candidates = sum(len(raw_filter.candidates(c, c.data)) for c in chunks)
     t_eval = _timed(lambda c: ruleset.evaluate(c, c.data), chunks)
-    t_pre = _timed(ruleset.prefilter.scan_chunk, chunks)
-    t_cand = _timed(lambda c: ruleset._candidates(c, c.data), chunks)
+    t_pre = _timed(plan.matcher.scan_chunk, chunks)
+    t_cand = _timed(lambda c: raw_filter.candidates(c, c.data), chunks)
     import orjson
 
-    cand_lines = [line for c in chunks for _, line, _ in ruleset._candidates(c, c.data)]
+    cand_lines = [line for c in chunks for _, line, _ in raw_filter.candidates(c, c.data)]
     t0 = time.perf_counter()
     for line in cand_lines:
         ruleset.parser.parse(line)
@@ -761,11 +765,11 @@ def profile_rules(info: JsonLog, limit: int) -> list[str]:
     t_all_loads = _timed(lambda c: [orjson.loads(x) for x in c.data.split(b"\n")], chunks[: max(1, len(chunks) // 4)],
                          1) * len(chunks) / max(1, len(chunks) // 4)
     # what each rule's chosen prefilter nominates, and what requiring *every* condition on the raw bytes would
-    raw = ruleset.prefilter.patterns
+    raw = [raw_filter.patterns[g] if g >= 0 else "\\\\u" for g in plan.global_of]
     nominated = [0] * len(raw)
     for c in chunks:
         seen: set[tuple[int, int]] = set()
-        for j, m in ruleset.prefilter.scan_chunk(c):
+        for j, m in plan.matcher.scan_chunk(c):
             key = (id(m.string), j)
             if key not in seen:
                 seen.add(key)
@@ -815,14 +819,20 @@ def profile_rules(info: JsonLog, limit: int) -> list[str]:
 
     anded, anded_rule = all_hold(condition_patterns(False))
     anchored, anchored_rule = all_hold(condition_patterns(True))
-    escapes = nominated[-1] if ruleset._raw_owner[-1] == -1 else 0
+    escapes = nominated[-1] if plan.global_of[-1] == -1 else 0
+    chosen: dict[int, tuple[str, int]] = {}  # rule -> the pattern its firing side is nominated by, lines
+    for j, sides in plan.sides_of.items():
+        for s in sides:
+            if records.sides[s].kind == "fire":
+                chosen[records.sides[s].rule] = (raw[j], nominated[j])
     # the floor: the same stage with only the rules whose chosen prefilter nominates under 0.1% of the lines
-    rule_nominated = {ruleset._owners[o].rule: nominated[j] for j, o in enumerate(ruleset._raw_owner) if o >= 0}
+    rule_nominated = {k: n for k, (_, n) in chosen.items()}
     selective = [k for k, n in rule_nominated.items() if n < n_lines / 1000]
     floor_set = LogSourceConfig.model_validate({"name": "bench", "paths": [str(info.path)], "format": "json", "rules": [
         {**RULES[k], "identity": []} for k in selective]}).compile_rules()
     t_floor = _timed(lambda c: floor_set.evaluate(c, c.data), chunks)
-    floor_candidates = sum(len(floor_set._candidates(c, c.data)) for c in chunks)
+    assert floor_set.records is not None
+    floor_candidates = sum(len(floor_set.records.raw.candidates(c, c.data)) for c in chunks)
     per_candidate = (t_eval - t_floor) / max(1, candidates - floor_candidates) * 1e6
     try:  # the reference path: no prefilter, every line parsed (RuleSet(prefilter=False), since c6a79ee)
         from agent.rules import RuleSet
@@ -849,9 +859,9 @@ def profile_rules(info: JsonLog, limit: int) -> list[str]:
         "|---|---:|---:|",
         f"| `RuleSet.evaluate` (everything: prefilter, parse candidates, where, message regex) | {t_eval:.2f} | "
         f"{rate(t_eval)} |",
-        f"| ↳ `prefilter.scan_chunk` (hyperscan over the bytes, decode + `re` confirm per nominated line) | "
+        f"| ↳ the prefilter plan's `scan_chunk` (hyperscan over the bytes, decode + `re` confirm per nominated line) | "
         f"{t_pre:.2f} | {rate(t_pre)} |",
-        f"| ↳ `_candidates` (the above + grouping per line) | {t_cand:.2f} | {rate(t_cand)} |",
+        f"| ↳ `RawFilter.candidates` (the above + grouping per line) | {t_cand:.2f} | {rate(t_cand)} |",
         f"| ↳ `Parser.parse` of the {len(cand_lines):,} candidates | {t_parse:.2f} | {rate(t_parse)} |",
         f"| ↳ of which `orjson.loads` alone | {t_loads:.2f} | {rate(t_loads)} |",
         f"| for scale: `RuleSet.evaluate` with only the {len(selective)} rules whose prefilter nominates < 0.1% "
@@ -876,8 +886,6 @@ def profile_rules(info: JsonLog, limit: int) -> list[str]:
         "their key |",
         "|---|---|---:|---:|---:|",
     ]
-    owner_rule = {o: ruleset._owners[o].rule for o in range(len(ruleset._owners))}
-    chosen = {owner_rule[o]: (raw[j], nominated[j]) for j, o in enumerate(ruleset._raw_owner) if o >= 0}
     for k, rule in enumerate(RULES):
         pat, nom = chosen.get(k, ("(none: every line)", n_lines))
         shown = pat if len(pat) <= 60 else pat[:57] + "..."
