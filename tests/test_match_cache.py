@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -311,7 +312,7 @@ def test_a_read_only_cache_dir_degrades_to_no_cache(tmp_path: Path, monkeypatch:
     def read_only(*_args: Any, **_kwargs: Any) -> Any:
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(cache_mod.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)  # the cache imports tempfile when it first writes
     with capture_logs() as logs:
         m = MultiMatcher(PATTERNS[:20], cache_dir=tmp_path)
     assert m.describe()["cache"] == "unstored"

@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 import unicodedata
 from collections.abc import Sequence
@@ -282,6 +281,8 @@ class MatchCache:
                       "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             body = json.dumps(header, separators=(",", ":")).encode() + b"\n" + b"".join(blobs)
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            import tempfile  # here, not at import: with shutil, bz2 and lzma ~0.6 MiB that a restart never needs
+
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{PREFIX}", suffix=".tmp")  # mode 0600
             with os.fdopen(fd, "wb") as f:
                 f.write(MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)

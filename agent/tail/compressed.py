@@ -15,7 +15,6 @@ import contextlib
 import gzip
 import lzma
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from typing import IO, Any
 
@@ -114,6 +113,8 @@ def unpack(path: str, f: Stream, fingerprint_bytes: int) -> tuple[int, int] | No
             pending += _read_exact(src, max(0, guard_len - len(pending)))
             if len(pending) < guard_len or not _guard_is(f, pending[:guard_len]):
                 return None
+            import tempfile  # only for a compressed generation: it brings shutil, bz2, lzma (~0.6 MiB)
+
             tmp = tempfile.TemporaryFile(prefix="dutytail-unpacked-")
             try:
                 tmp.write(head)
@@ -152,6 +153,8 @@ def unpack_whole(path: str) -> int | None:
     opener = opener_for(path)
     if opener is None:
         return None
+    import tempfile  # only for a compressed generation: it brings shutil, bz2, lzma (~0.6 MiB)
+
     try:
         with opener(path) as src, tempfile.TemporaryFile(prefix="dutytail-unpacked-") as tmp:
             while chunk := src.read(CHUNK):

@@ -10,7 +10,6 @@ instead and recompiles them (cheap next to translating).
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +42,8 @@ class Re2Variant(Variant):
 @functools.cache
 def _library_version() -> str:
     """The installed google-re2 release (which expressions RE2 accepts is part of a cached variant)."""
+    import importlib.metadata  # here, not at import: it brings zipfile, email and csv (~1 MiB) to every agent
+
     try:
         return importlib.metadata.version("google-re2")
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - installed some other way
