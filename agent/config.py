@@ -1,9 +1,11 @@
 """The agent's config: the root model, every source's model, and loading a file into them.
 
-Why not ``Model(**yaml.safe_load(text))``: pydantic's errors name a key path but not where it is in the file.
+Why not ``Model(**yaml.safe_load(text))``: a validation error names a key path but not where it is in the file.
 agent/config_yaml.py reads the YAML keeping every value's location (and refusing what PyYAML would silently
 accept); the validation errors here are mapped back to those locations, so every problem is reported as
-``FILE:LINE:COL: key.path: message`` — the form editors and CI logs link to.
+``FILE:LINE:COL: key.path: message`` — the form editors and CI logs link to. The models are msgspec Structs
+(agent/model.py says why), which stop at a value's first problem: a config that does not validate is checked
+again section by section and entry by entry, so one run of ``check-config`` lists a problem per entry.
 """
 
 from __future__ import annotations
@@ -14,17 +16,6 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
-
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ModelWrapValidatorHandler,
-    PrivateAttr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
 
 from agent import config_files as include
 from agent.alerts import AlertsConfig
@@ -41,8 +32,9 @@ from agent.config_yaml import (
 from agent.format import FormatName, framing_of, normalize_chain
 from agent.health import HealthConfig
 from agent.journal import JournalConfig
+from agent.model import FieldError, Model, ModelError, Problem, field, validate
 from agent.outbox import OutboxConfig
-from agent.rules import RuleConfig, RuleSet, validating_for
+from agent.rules import RuleConfig, RuleSet
 from agent.selfwatch.config import SelfAlertsConfig
 from agent.sender import OutputConfig
 from agent.tail import TailConfig
@@ -61,26 +53,15 @@ class LogSourceConfig(TailConfig):
     """raw (plain text), json, logfmt, cri, docker, or a chain such as [cri, json] (framing first)."""
     message_field: str | None = None
     """What match/contains/exclude and {line} see (default: the first of msg, message, log present)."""
-    rules: list[RuleConfig] = Field(default_factory=list)
+    rules: list[RuleConfig] = field(default_factory=list)
 
-    @model_validator(mode="wrap")
-    @classmethod
-    def _rules_know_the_format(cls, data: Any, handler: ModelWrapValidatorHandler[LogSourceConfig]) -> LogSourceConfig:
-        """Rules of a source with fields may name any field path (see ``agent.rules.validating_for``)."""
-        structured = False
-        if isinstance(data, dict):
-            try:
-                structured = normalize_chain(data.get("format", "raw")) != ("raw",)
-            except ValueError:
-                structured = True  # the format's own error is reported; don't add one per rule
-        with validating_for(structured):
-            return handler(data)
-
-    @field_validator("format")
-    @classmethod
-    def _valid_chain(cls, value: Any) -> Any:
-        normalize_chain(value)
-        return value
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:
+            structured = normalize_chain(self.format) != ("raw",)
+        except ValueError as exc:
+            raise FieldError("format", str(exc)) from None
+        _check_rules(self.rules, structured, f"source {self.name!r}")
 
     @property
     def formats(self) -> tuple[FormatName, ...]:
@@ -95,28 +76,16 @@ class LogSourceConfig(TailConfig):
         return RuleSet(self.rules if rules is None else rules, formats=self.formats, message_field=self.message_field,
                        cache_dir=cache_dir)
 
-    @model_validator(mode="after")
-    def _unique_rule_names(self) -> LogSourceConfig:
-        seen: set[str] = set()
-        for rule in self.rules:
-            if rule.name in seen:
-                raise ValueError(f"rule name {rule.name!r} is used twice in source {self.name!r}")
-            seen.add(rule.name)
-        return self
-
 
 class JournalSourceConfig(JournalConfig):
     """A `journal:` entry: which journal entries to follow and the rules to run on their messages (and, with
     ``where``, on their fields)."""
 
-    rules: list[RuleConfig] = Field(default_factory=list)
+    rules: list[RuleConfig] = field(default_factory=list)
 
-    @model_validator(mode="wrap")
-    @classmethod
-    def _rules_have_fields(cls, data: Any, handler: ModelWrapValidatorHandler[JournalSourceConfig]
-                           ) -> JournalSourceConfig:
-        with validating_for(True):
-            return handler(data)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_rules(self.rules, True, f"source {self.name!r}")
 
     @property
     def formats(self) -> tuple[FormatName, ...]:
@@ -126,29 +95,58 @@ class JournalSourceConfig(JournalConfig):
         return RuleSet(self.rules if rules is None else rules, journal=True, cache_dir=cache_dir)
 
 
-class Config(BaseModel):
+def _check_rules(rules: list[RuleConfig], structured: bool, owner: str) -> None:
+    """What a rule may name depends on its source (fields need a format): checked here, blamed on the rule."""
+    seen: set[str] = set()
+    for index, rule in enumerate(rules):
+        try:
+            rule.check_for_source(structured)
+        except FieldError as exc:
+            raise FieldError(("rules", index, *exc.path), str(exc)) from None
+        except ValueError as exc:
+            raise FieldError(("rules", index), str(exc)) from None
+        if rule.name in seen:
+            raise FieldError(("rules", index, "name"), f"rule name {rule.name!r} is used twice in {owner}")
+        seen.add(rule.name)
+
+
+class Config(Model, dict=True):
     """Everything in the config file. Each stage's section is that stage's own model."""
 
-    model_config = ConfigDict(extra="forbid")
-
     state_dir: str = "./state"
-    host: str = Field(default_factory=socket.gethostname, description="host label; defaults to the hostname")
-    labels: dict[str, str] = Field(default_factory=dict)
+    host: str = field(default_factory=socket.gethostname)  # the host label
+    labels: dict[str, str] = field(default_factory=dict)
     log_level: str = "info"
     log_format: Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal, JSON lines otherwise
     shutdown_timeout: Duration = 10.0
-    flashduty: list[OutputConfig] = Field(default_factory=lambda: [OutputConfig()])
-    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
-    health: HealthConfig = Field(default_factory=HealthConfig)
-    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
-    logs: list[LogSourceConfig] = Field(default_factory=list)
-    journal: list[JournalSourceConfig] = Field(default_factory=list)
-    checks: list[CheckConfig] = Field(default_factory=list)
-    self_alerts: SelfAlertsConfig = Field(default_factory=SelfAlertsConfig)
-    # from `include:` (agent/config_files.py): read when loading, not keys of the file
-    _files: list[str] = PrivateAttr(default_factory=list)
-    _include_globs: list[str] = PrivateAttr(default_factory=list)
-    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+    flashduty: list[OutputConfig] = field(default_factory=lambda: [OutputConfig()])
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    logs: list[LogSourceConfig] = field(default_factory=list)
+    journal: list[JournalSourceConfig] = field(default_factory=list)
+    checks: list[CheckConfig] = field(default_factory=list)
+    self_alerts: SelfAlertsConfig = field(default_factory=SelfAlertsConfig)
+
+    @classmethod
+    def model_validate(cls, data: Any) -> Config:
+        """``flashduty:`` may be a single output (the common case) or a list of named outputs; templates may name
+        the top-level labels."""
+        if isinstance(data, dict):
+            data = {**data, "flashduty": _as_list(data["flashduty"])} if "flashduty" in data else data
+            labels = data.get("labels")
+            return validate(cls, data, labels=labels if isinstance(labels, dict) else ())
+        return validate(cls, data)
+
+    def __post_init__(self) -> None:
+        # from `include:` (agent/config_files.py): read when loading, not keys of the file
+        self._files: list[str] = []
+        self._include_globs: list[str] = []
+        self._origins: dict[str, str] = {}
+        if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
+            raise FieldError("log_level", "log_level must be one of debug, info, warning, error")
+        self.log_level = self.log_level.lower()
+        self._cross_references()
 
     @property
     def files(self) -> list[str]:
@@ -164,23 +162,7 @@ class Config(BaseModel):
         """The file a source or check is defined in."""
         return self._origins.get(name)
 
-    @field_validator("flashduty", mode="before")
-    @classmethod
-    def _one_or_many_outputs(cls, value: Any) -> Any:
-        """`flashduty:` may be a single output (the common case) or a list of named outputs."""
-        if isinstance(value, dict):
-            return [value]
-        return value
-
-    @field_validator("log_level")
-    @classmethod
-    def _known_level(cls, value: str) -> str:
-        if value.lower() not in {"debug", "info", "warning", "error"}:
-            raise ValueError("log_level must be one of debug, info, warning, error")
-        return value.lower()
-
-    @model_validator(mode="after")
-    def _cross_references(self) -> Config:
+    def _cross_references(self) -> None:
         names = [o.name for o in self.flashduty]
         if len(set(names)) != len(names):
             raise ValueError("flashduty outputs need distinct `name`s")
@@ -194,7 +176,6 @@ class Config(BaseModel):
         for where in self._output_references():
             if where[1] is not None and where[1] not in known:
                 raise ValueError(f"{where[0]} uses output {where[1]!r}, which is not among flashduty outputs {names}")
-        return self
 
     def _output_references(self) -> list[tuple[str, str | None]]:
         refs: list[tuple[str, str | None]] = []
@@ -220,27 +201,83 @@ class Config(BaseModel):
         return found
 
 
-def _problems_from_validation(exc: ValidationError, doc: include.MergedDocument) -> list[ConfigProblem]:
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, dict) else value
+
+
+_SECTIONS: tuple[tuple[str, type[Model], bool], ...] = (
+    ("flashduty", OutputConfig, True), ("outbox", OutboxConfig, False), ("health", HealthConfig, False),
+    ("alerts", AlertsConfig, False), ("logs", LogSourceConfig, True), ("journal", JournalSourceConfig, True),
+    ("checks", CheckConfig, True), ("self_alerts", SelfAlertsConfig, False),
+)
+
+
+def _validate(data: dict[str, Any]) -> Config:
+    """The config, or a ModelError listing a problem per section and per entry (msgspec stops at the first)."""
+    try:
+        return Config.model_validate(data)
+    except ModelError as exc:
+        problems = list(exc.problems)
+    labels = data.get("labels")
+    label_keys = labels if isinstance(labels, dict) else ()
+    for key, model, many in _SECTIONS:
+        value = data.get(key)
+        entries = list(enumerate(_as_list(value))) if many and isinstance(_as_list(value), list) else []
+        if not many and isinstance(value, dict):
+            entries = [(None, value)]
+        for index, entry in entries:
+            prefix = (key,) if index is None else (key, index)
+            problems.extend(Problem((*prefix, *p.path), p.message, p.kind)
+                            for p in _problems_of(model, entry, label_keys))
+    raise ModelError(problems)
+
+
+def _problems_of(model: type[Model], data: Any, labels: Any, limit: int = 20) -> list[Problem]:
+    """An entry's problems: the first, and after an unknown key what validating without it finds (a misspelt
+    key usually comes with the missing one it was meant to be)."""
+    problems: list[Problem] = []
+    while len(problems) < limit:
+        try:
+            validate(model, data, labels=labels)
+            break
+        except ModelError as exc:
+            problems.extend(exc.problems)
+            first = exc.problems[0]
+        if first.kind != "unknown" or (data := _without(data, first.path)) is None:
+            break
+    return problems
+
+
+def _without(data: Any, path: KeyPath) -> Any:
+    """``data`` without the key at ``path`` (copied along the way), or None when it is not there."""
+    if not path:
+        return None
+    head, rest = path[0], path[1:]
+    if isinstance(data, dict) and head in data:
+        if not rest:
+            return {k: v for k, v in data.items() if k != head}
+        inner = _without(data[head], rest)
+        return None if inner is None else {**data, head: inner}
+    if isinstance(data, list) and isinstance(head, int) and 0 <= head < len(data) and rest:
+        inner = _without(data[head], rest)
+        return None if inner is None else [*data[:head], inner, *data[head + 1:]]
+    return None
+
+
+def _problems_from_validation(exc: ModelError, doc: include.MergedDocument) -> list[ConfigProblem]:
     problems = []
-    for error in exc.errors(include_url=False):
-        loc: KeyPath = tuple(p for p in error["loc"] if isinstance(p, str | int))
-        # pydantic appends union/validator tags to locations; keep only parts that exist in the document
+    for problem in exc.problems:
+        # keep only parts that exist in the document (`flashduty:` written as one mapping is validated as a list)
         path: list[str | int] = []
-        for part in loc:
-            if doc.has((*path, part)):
-                path.append(part)
-            elif error["type"] in ("extra_forbidden", "missing") and part == loc[-1]:
+        for part in problem.path:
+            if doc.has((*path, part)) or (problem.kind != "value" and part == problem.path[-1]):
                 path.append(part)
         key_path = tuple(path)
-        where = doc.where(key_path, prefer_key=error["type"] == "extra_forbidden")
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif error["type"] == "missing":
-            message = "required key is missing"
+        where = doc.where(key_path, prefer_key=problem.kind == "unknown")
+        if problem.kind == "missing":
             where = doc.where(key_path[:-1])
-        message = message.removeprefix("Value error, ")
-        problems.append(ConfigProblem(where[0], where[1], where[2], format_path(doc.own_path(key_path)), message))
+        problems.append(ConfigProblem(where[0], where[1], where[2], format_path(doc.own_path(key_path)),
+                                      problem.message))
     return problems
 
 
@@ -255,10 +292,8 @@ def parse_config(text: str, file: str = "<config>", base_dir: str | None = None)
     if problems:
         raise ConfigError(problems)
     try:
-        labels = data.get("labels")
-        context = {"global_labels": set(labels) if isinstance(labels, dict) else set()}
-        config = Config.model_validate(included.data, context=context)
-    except ValidationError as exc:
+        config = _validate(included.data)
+    except ModelError as exc:
         raise ConfigError(_problems_from_validation(exc, included.document)) from None
     config._files, config._include_globs, config._origins = included.files, included.globs, included.origins
     return config

@@ -107,7 +107,7 @@ class YamlDocument:
         return (self.file, *self.locate(path, prefer_key=prefer_key))
 
     def locate(self, path: KeyPath, *, prefer_key: bool = False) -> Location:
-        """The most specific known location for a pydantic error path (it may name model-internal parts)."""
+        """The most specific known location for a validation error's key path (it may name model-internal parts)."""
         for end in range(len(path), -1, -1):
             prefix = path[:end]
             marks = (self.key_marks, self.value_marks) if prefer_key else (self.value_marks, self.key_marks)

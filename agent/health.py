@@ -15,9 +15,9 @@ from typing import Any
 
 import h11
 import structlog
-from pydantic import BaseModel, ConfigDict, model_validator
 
 from agent.logsetup import Redactor
+from agent.model import Model
 
 log = structlog.get_logger(__name__)
 
@@ -43,25 +43,21 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class HealthConfig(BaseModel):
+class HealthConfig(Model):
     """`health:` — where the local status endpoints listen."""
-
-    model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
     listen: str = "127.0.0.1:8790"
     allow_remote: bool = False
     token: str | None = None  # bearer token required on every endpoint when set
 
-    @model_validator(mode="after")
-    def _loopback_unless_allowed(self) -> HealthConfig:
+    def __post_init__(self) -> None:
         host, _ = split_listen(self.listen)
         if not _is_loopback(host) and not self.allow_remote:
             raise ValueError(f"listening on {host} exposes host details; set allow_remote: true (and a token) to do so")
         if not _is_loopback(host) and not (self.token or "").strip():
             raise ValueError(f"listening on {host} (allow_remote) without a token would let anyone who reaches it "
                              f"read the agent's status: set health.token (e.g. ${{DUTYTAIL_HEALTH_TOKEN}})")
-        return self
 
 
 Reply = tuple[int, bytes, str]  # status, body, content type

@@ -13,11 +13,11 @@ import json
 import shutil
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from agent.model import FieldError, Meta, Model, field
 from agent.source import Batch, Checkpoint, SourceStats
 from agent.units import Duration
 
@@ -27,32 +27,26 @@ PRIORITIES = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "deb
 CHECKPOINT_KEY = "journal"
 
 
-class JournalConfig(BaseModel):
+class JournalConfig(Model):
     """`journal:` entry (without its rules): which entries to follow."""
 
-    model_config = ConfigDict(extra="forbid")
-
     name: str
-    units: list[str] = Field(default_factory=list)  # systemd units (-u), OR-ed; empty = all
+    units: list[str] = field(default_factory=list)  # systemd units (-u), OR-ed; empty = all
     priority: str | None = None  # e.g. "err" or "0..4": passed to journalctl -p
-    matches: list[str] = Field(default_factory=list)  # raw journalctl matches, e.g. "SYSLOG_IDENTIFIER=sshd"
+    matches: list[str] = field(default_factory=list)  # raw journalctl matches, e.g. "SYSLOG_IDENTIFIER=sshd"
     start_at: Literal["end", "beginning"] = "end"
     file: str | None = None  # read a journal file instead of the system journal (journalctl --file)
     directory: str | None = None  # journal directory (journalctl --directory)
     journalctl: str = "journalctl"
-    batch_lines: int = Field(default=1000, ge=1)
+    batch_lines: Annotated[int, Meta(ge=1)] = 1000
     batch_wait: Duration = 0.05
     retry_interval: Duration = 30.0
 
-    @field_validator("priority")
-    @classmethod
-    def _valid_priority(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        for part in value.split(".."):
+    def __post_init__(self) -> None:
+        for part in (self.priority or "").split(".."):
             if part and part not in PRIORITIES and not (part.isdigit() and 0 <= int(part) <= 7):
-                raise ValueError(f"priority must be one of {PRIORITIES} or 0..7 (a range like err..crit works)")
-        return value
+                raise FieldError("priority",
+                                 f"priority must be one of {PRIORITIES} or 0..7 (a range like err..crit works)")
 
 
 @dataclass(slots=True)

@@ -1,15 +1,14 @@
 """Human units used in the config file: durations (``30s``), sizes (``256MiB``) and percentages (``80%``).
 
-They are pydantic-annotated floats/ints so every stage's config model can use them and a wrong value is
-reported with the same message (and the same file:line:col) wherever it appears.
+They are value types of the config models (``agent.model``: msgspec hands each the raw YAML value), so every
+stage's config can use them and a wrong value is reported with the same message (and the same file:line:col)
+wherever it appears. To a type checker they are plain floats and ints, which is what a validated field holds.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated
-
-from pydantic import BeforeValidator
+from typing import TYPE_CHECKING
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -90,14 +89,31 @@ def parse_percent(value: object) -> float:
     return number
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-"""Seconds, written in the config as ``30s``, ``5m``, ``1h30m``, ``500ms`` or a bare number."""
+if TYPE_CHECKING:
+    Duration = float
+    ByteSize = int
+    Percent = float
+else:
+    class Duration(float):
+        """Seconds, written in the config as ``30s``, ``5m``, ``1h30m``, ``500ms`` or a bare number."""
 
-ByteSize = Annotated[int, BeforeValidator(parse_size)]
-"""Bytes, written in the config as ``64KiB``, ``256MiB`` or a bare integer."""
+        @classmethod
+        def from_config(cls, value: object) -> Duration:
+            return cls(parse_duration(value))
 
-Percent = Annotated[float, BeforeValidator(parse_percent)]
-"""A percentage 0..100, written as ``80%``."""
+    class ByteSize(int):
+        """Bytes, written in the config as ``64KiB``, ``256MiB`` or a bare integer."""
+
+        @classmethod
+        def from_config(cls, value: object) -> ByteSize:
+            return cls(parse_size(value))
+
+    class Percent(float):
+        """A percentage 0..100, written as ``80%``."""
+
+        @classmethod
+        def from_config(cls, value: object) -> Percent:
+            return cls(parse_percent(value))
 
 
 def format_duration(seconds: float) -> str:

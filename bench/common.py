@@ -108,7 +108,7 @@ def machine() -> dict[str, str]:
     versions: dict[str, str] = {}
     from importlib import metadata
 
-    for dist in ("aiohttp", "uvloop", "orjson", "h11", "hyperscan", "google-re2", "pydantic", "structlog", "watchdog",
+    for dist in ("aiohttp", "uvloop", "orjson", "h11", "hyperscan", "google-re2", "msgspec", "structlog", "watchdog",
                  "pygtail", "py-spy"):
         try:
             versions[dist] = metadata.version(dist)

@@ -71,7 +71,8 @@ MIB = 1024 * 1024
 
 IMPORTS = [
     ("python itself (`-c pass`)", []),
-    ("pydantic", ["pydantic"]),
+    ("msgspec (the config models' library)", ["msgspec"]),
+    ("prometheus_client", ["prometheus_client"]),
     ("aiohttp", ["aiohttp"]),
     ("yarl", ["yarl"]),
     ("multidict", ["multidict"]),
@@ -79,7 +80,6 @@ IMPORTS = [
     ("yaml (PyYAML)", ["yaml"]),
     ("orjson", ["orjson"]),
     ("watchdog.observers", ["watchdog.observers"]),
-    ("prometheus_client", ["prometheus_client"]),
     ("hyperscan", ["hyperscan"]),
     ("re2", ["re2"]),
     ("zstandard", ["zstandard"]),
@@ -97,7 +97,7 @@ IMPORTS = [
     ("concurrent.futures", ["concurrent.futures"]),
     ("logging", ["logging"]),
     ("ctypes", ["ctypes"]),
-    ("agent.config (validates a config: pydantic, yaml, every stage's model)", ["agent.config"]),
+    ("agent.config (validates a config: msgspec, yaml, every stage's model)", ["agent.config"]),
     ("agent.cli", ["agent.cli"]),
     ("agent.cli + agent.app (what `dutytail run` imports before it starts)", ["agent.cli", "agent.app"]),
 ]

@@ -22,7 +22,7 @@ def make_engine(**overrides: Any) -> AlertEngine:
 
 def rule(**fields: Any) -> RuleConfig:
     base = {"name": "db", "match": r"timeout on (?P<db>\w+)", "identity": ["db"], "severity": "Critical"}
-    return RuleConfig(**{**base, **fields})
+    return RuleConfig.model_validate({**base, **fields})
 
 
 def tick(engine: AlertEngine, now: float) -> list[dict]:

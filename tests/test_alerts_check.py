@@ -11,7 +11,7 @@ from tests.alerts_helpers import T0, make_engine, observation, statuses, tick
 from tests.conftest import free_port
 from tests.fake_flashduty import FakeFlashduty, validate_event
 
-API = CheckConfig(name="api", tcp={"host": "127.0.0.1", "port": 1})
+API = CheckConfig.model_validate({"name": "api", "tcp": {"host": "127.0.0.1", "port": 1}})
 
 
 def bodies(events: list) -> list[dict]:
@@ -55,8 +55,8 @@ def test_a_flapping_check_without_an_alert_is_counted_then_forgotten() -> None:
 
 
 def test_check_reminders_repeat_the_description_and_its_alert_key_template() -> None:
-    check = CheckConfig(name="api", tcp={"host": "127.0.0.1", "port": 1}, repeat_interval="60s",
-                        alert_key="api-{check}-{host}", output="pager")
+    check = CheckConfig.model_validate({"name": "api", "tcp": {"host": "127.0.0.1", "port": 1},
+                                        "repeat_interval": "60s", "alert_key": "api-{check}-{host}", "output": "pager"})
     engine = make_engine()
     [fired] = engine.on_check(check, observation("api", "Critical", "down"), T0)
     assert fired.alert_key == "api-api-web-1" and fired.output == "pager"

@@ -1,6 +1,7 @@
 """What an idle agent keeps loaded (issue 18, bench/footprint.py): a dry-run agent with a log source, a disk
 check and the health server, ready and serving /metrics, has not imported the HTTP client (aiohttp,
-urllib.request, http.client) nor prometheus_client; and it still prints the events of a dry run.
+urllib.request, http.client), prometheus_client, pydantic (the config models are msgspec Structs) nor
+importlib.metadata; and it still prints the events of a dry run.
 
 The agent runs in a child process (this test process has imported most of them itself), started by a small
 driver that waits for readiness, fetches /metrics over a raw socket, appends a matching line, waits for its
@@ -38,7 +39,8 @@ async def started_agent(config_path, **kw):
 """
 
 _DRIVER = _COMMON + r"""
-NOT_EXPECTED = ("aiohttp", "urllib.request", "http.client", "prometheus_client", "psutil", "re2", "zstandard")
+NOT_EXPECTED = ("aiohttp", "urllib.request", "http.client", "prometheus_client", "psutil", "re2", "zstandard",
+                "pydantic", "importlib.metadata")
 
 def loaded(name):
     module = sys.modules.get(name)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import BaseModel, ValidationError
 
-from agent.checks import CheckConfig, CheckList, validate_unique_names
+from agent.checks import CheckConfig, validate_unique_names
+from agent.model import Model, ModelError, field
 
 
 def make(**data: object) -> CheckConfig:
@@ -13,7 +13,7 @@ def make(**data: object) -> CheckConfig:
 
 
 def error_text(**data: object) -> str:
-    with pytest.raises(ValidationError) as info:
+    with pytest.raises(ModelError) as info:
         make(**data)
     return str(info.value)
 
@@ -58,8 +58,8 @@ def test_exactly_one_probe_key(data: dict[str, object], expected: str) -> None:
 
 
 def test_unknown_keys_are_rejected() -> None:
-    assert "Extra inputs are not permitted" in error_text(memory={"warning": 80}, intervall="5s")
-    assert "Extra inputs are not permitted" in error_text(disk={"path": "/", "warning": 80, "crit": 9})
+    assert "intervall: unknown key" in error_text(memory={"warning": 80}, intervall="5s")
+    assert "disk.crit: unknown key" in error_text(disk={"path": "/", "warning": 80, "crit": 9})
 
 
 def test_command_forms() -> None:
@@ -81,11 +81,11 @@ def test_flapping_forms() -> None:
 
 
 def test_common_keys_validation() -> None:
-    assert "Input should be 'Critical', 'Warning' or 'Info'" in error_text(memory={"warning": 1}, unknown_status="Ok")
-    assert "greater than or equal to 1" in error_text(memory={"warning": 1}, failures_before_alert=0)
-    assert "must be greater than 0" in error_text(memory={"warning": 1}, interval=0)
-    assert "label keys ['bad-key']" in error_text(memory={"warning": 1}, labels={"bad-key": "x"})
-    with pytest.raises(ValidationError, match="may only use letters"):
+    assert "unknown_status: Invalid enum value 'Ok'" in error_text(memory={"warning": 1}, unknown_status="Ok")
+    assert "failures_before_alert: Expected `int` >= 1" in error_text(memory={"warning": 1}, failures_before_alert=0)
+    assert "interval: must be greater than 0" in error_text(memory={"warning": 1}, interval=0)
+    assert "labels: label keys ['bad-key']" in error_text(memory={"warning": 1}, labels={"bad-key": "x"})
+    with pytest.raises(ModelError, match=r"^name: check name 'a b' may only use letters"):
         CheckConfig.model_validate({"name": "a b", "memory": {"warning": 1}})
     cfg = make(
         memory={"warning": 1},
@@ -102,7 +102,7 @@ def test_common_keys_validation() -> None:
 def test_probe_validation_messages() -> None:
     assert "at least one of warning" in error_text(disk={"path": "/"})
     assert "must not be above critical" in error_text(disk={"path": "/", "warning": 95, "critical": 90})
-    assert "less than or equal to 65535" in error_text(tcp={"host": "h", "port": 70000})
+    assert "tcp.port: Expected `int` <= 65535" in error_text(tcp={"host": "h", "port": 70000})
     assert "must start with http://" in error_text(http={"url": "ftp://x"})
     assert "need an https:// url" in error_text(http={"url": "http://x", "tls_days_warning": 30})
     assert "invalid regular expression" in error_text(http={"url": "http://x", "body_match": "("})
@@ -132,10 +132,13 @@ def test_unique_names() -> None:
     checks = [make(memory={"warning": 1}), make(memory={"warning": 2})]
     with pytest.raises(ValueError, match=r"duplicate check names: 'c' \(checks\[0\], checks\[1\]\)"):
         validate_unique_names(checks)
-    validate_unique_names([checks[0], CheckConfig(name="d", memory={"warning": 1})])  # type: ignore[arg-type]
+    validate_unique_names([checks[0], CheckConfig.model_validate({"name": "d", "memory": {"warning": 1}})])
 
-    class Root(BaseModel):
-        checks: CheckList = []
+    class Root(Model):  # as the root config model (agent/config.py) checks its list
+        checks: list[CheckConfig] = field(default_factory=list)
 
-    with pytest.raises(ValidationError, match="duplicate check names"):
+        def __post_init__(self) -> None:
+            validate_unique_names(self.checks)
+
+    with pytest.raises(ModelError, match="duplicate check names"):
         Root.model_validate({"checks": [{"name": "x", "load": {"warning": 1}}, {"name": "x", "load": {"warning": 1}}]})

@@ -143,9 +143,9 @@ def test_rules_see_the_same_hits_in_a_raw_chunk_and_in_lines() -> None:
     from agent.rules import RuleConfig, RuleSet
 
     rules = RuleSet([
-        RuleConfig(name="fail", match=r"FAIL (?P<job>\w+)", exclude=r"job=ignored",
-                   identity=["job"], resolve={"match": r"OK (?P<job>\w+)"}),
-        RuleConfig(name="disk", contains="No space left"),
+        RuleConfig.model_validate({"name": "fail", "match": r"FAIL (?P<job>\w+)", "exclude": r"job=ignored",
+                                   "identity": ["job"], "resolve": {"match": r"OK (?P<job>\w+)"}}),
+        RuleConfig.model_validate({"name": "disk", "contains": "No space left"}),
     ])
     lines = ["boot", "FAIL backup in 3s", "FAIL café job=ignored", "naïve FAIL größe No space left",
              "OK backup", "", "FAIL"]

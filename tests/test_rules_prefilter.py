@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from agent.format.values import as_number
 from agent.lines import LineChunk
-from agent.rules import RuleConfig, RuleSet, validating_for
+from agent.rules import RuleConfig, RuleSet
 from agent.rules.prefilter import Prefilter, at_least, condition, literal, regex_literal
 from agent.rules.where import FieldCondition
 
@@ -103,8 +103,9 @@ def rules(draw: st.DrawFn) -> list[RuleConfig]:
             spec["contains"] = draw(st.sampled_from(["ab", '"', "5e", "x"]))
         if draw(st.booleans()):
             spec["resolve"] = {"match": draw(st.sampled_from(["recovered", "ab"]))}
-        with validating_for(True):
-            out.append(RuleConfig.model_validate(spec))
+        rule = RuleConfig.model_validate(spec)
+        rule.check_for_source(True)
+        out.append(rule)
     return out
 
 
@@ -220,13 +221,13 @@ def test_prefilters_pick_selective_literals() -> None:
     assert regex_literal(r"payment (declined|failed)") is not None
     assert re.search(regex_literal(r"certificate (has )?expired").pattern, "certificate has expired")  # type: ignore[union-attr]
     assert regex_literal(r"\d+|x") is None
-    gte = condition("req.status", FieldCondition.model_validate({"gte": 500}), keyed=True)
+    gte = condition("req.status", FieldCondition.from_config({"gte": 500}), keyed=True)
     assert gte is not None and re.search(gte.pattern, '"status": 503') and not re.search(gte.pattern, '"status":404')
-    prefix = condition("req.path", FieldCondition.model_validate({"match": "^/admin/"}), keyed=True)
+    prefix = condition("req.path", FieldCondition.from_config({"match": "^/admin/"}), keyed=True)
     assert prefix is not None and re.search(prefix.pattern, '"path":"\\/admin\\/x"')
     assert not re.search(prefix.pattern, '"path":"/x/admin/"')
-    assert condition("k8s_pod", FieldCondition.model_validate({"gte": 5}), keyed=False) is None
-    assert condition("n", FieldCondition.model_validate({"ne": 5}), keyed=True) is None
+    assert condition("k8s_pod", FieldCondition.from_config({"gte": 5}), keyed=False) is None
+    assert condition("n", FieldCondition.from_config({"ne": 5}), keyed=True) is None
 
 
 def test_lines_that_cannot_be_objects_are_counted_alike_on_bytes_and_lines() -> None:

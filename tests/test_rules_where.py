@@ -11,7 +11,7 @@ from agent.rules import FieldCondition, Where
 
 
 def holds(condition: Any, fields: dict[str, Any], path: str = "f") -> bool:
-    return Where({path: FieldCondition.model_validate(condition)}).holds(fields)
+    return Where({path: FieldCondition.from_config(condition)}).holds(fields)
 
 
 @pytest.mark.parametrize(("condition", "value", "expected"), [
@@ -56,8 +56,8 @@ def test_dotted_paths_reach_nested_objects_arrays_and_dotted_keys() -> None:
 
 
 def test_all_conditions_must_hold() -> None:
-    where = Where({"status": FieldCondition.model_validate({"gte": 500}),
-                   "level": FieldCondition.model_validate("error")})
+    where = Where({"status": FieldCondition.from_config({"gte": 500}),
+                   "level": FieldCondition.from_config("error")})
     assert where.holds({"status": 503, "level": "error"})
     assert not where.holds({"status": 503, "level": "info"})
     assert not where.holds({"level": "error"})

@@ -76,7 +76,7 @@ def overdue(state: AlertState, rule: RuleLike, view: SourceView, now: float, ren
     parts = [what]
     if why:
         parts.append(f"Why: {why}.")
-    if "description" in rule.model_fields_set:
+    if rule.given("description"):
         parts.append(render(rule.description, values))
     parts.append(f"Pattern: {rule.summary()}")
     state.description = "\n\n".join(parts)

@@ -7,20 +7,19 @@ needs of a rule, lives with the log-rule lifecycle that uses it.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
 
+from agent.model import Meta, Model
 from agent.units import Duration
 
 
-class AlertsConfig(BaseModel):
+class AlertsConfig(Model):
     """`alerts:` — defaults and storm control shared by every rule and check."""
 
-    model_config = ConfigDict(extra="forbid")
-
     default_resolve_after: Duration = 600.0  # quiet period for log rules that set neither resolve.after nor .match
-    max_events_per_key_per_minute: int = Field(default=6, ge=1)
-    max_events_per_minute: int = Field(default=300, ge=1)
+    max_events_per_key_per_minute: Annotated[int, Meta(ge=1)] = 6
+    max_events_per_minute: Annotated[int, Meta(ge=1)] = 300
     # Alerts tracked at once (open, or pending a threshold). Bounds memory (~1.5 KiB each) when a backlog
     # holds many distinct identities; past half of it a log source pauses while open alerts are about to
     # resolve, and at the cap a new identity is suppressed (counted, logged, summarised) instead of tracked.
-    max_open_alerts: int = Field(default=20_000, ge=4)
+    max_open_alerts: Annotated[int, Meta(ge=4)] = 20_000

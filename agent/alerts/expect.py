@@ -72,7 +72,7 @@ def overdue(state: AlertState, rule: RuleLike, view: SourceView, now: float, ren
              f"Start: {state.fields.get('line', '')}"]
     if why:
         parts.append(f"Why: {why}.")
-    if "description" in rule.model_fields_set:
+    if rule.given("description"):
         parts.append(render(rule.description, values))
     state.description = "\n\n".join(parts)
     state.labels = renderer.labels(state, identity_labels(rule, state.fields, values))

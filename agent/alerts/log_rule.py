@@ -37,7 +37,9 @@ class RuleLike(Protocol):
     repeat_interval: float
     samples: int
     output: str | None
-    model_fields_set: set[str]
+
+    def given(self, key: str) -> bool:
+        """Whether the config set ``key`` (a default ``description`` is replaced for absent/expect rules)."""
 
     @property
     def threshold(self) -> Any: ...

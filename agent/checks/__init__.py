@@ -1,7 +1,7 @@
 """Local checks: Nagios-plugin commands and built-in probes, turned into notifiable observations.
 
-The alert layer needs only this package's public API: the config model (``CheckConfig``, validated as a
-list with ``validate_unique_names`` or the ``CheckList`` type), ``CheckScheduler`` which calls back with
+The alert layer needs only this package's public API: the config model (``CheckConfig``, whose list the root
+config checks with ``validate_unique_names``), ``CheckScheduler`` which calls back with
 ``CheckObservation``s, and ``run_check_once`` for one-off runs (tests, ``dutytail check-run``).
 See docs/checks.md for the user-facing reference.
 """
@@ -9,7 +9,6 @@ See docs/checks.md for the user-facing reference.
 from agent.checks.config import (
     PROBE_KEYS,
     CheckConfig,
-    CheckList,
     DiskProbe,
     EffectiveStatus,
     FileAgeProbe,
@@ -31,7 +30,6 @@ __all__ = [
     "PROBE_KEYS",
     "CheckConfig",
     "CheckLifecycle",
-    "CheckList",
     "CheckObservation",
     "CheckResult",
     "CheckScheduler",

@@ -2,25 +2,16 @@
 
 Each check names exactly one probe (``command`` or one built-in probe key) plus the common keys that
 control scheduling, the alert's identity and text, hysteresis and flap detection. The models are strict
-(``extra="forbid"``) so a misspelt key is an error with a location instead of a silently ignored option.
+(unknown keys are errors) so a misspelt key is an error with a location instead of a silently ignored option.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
-
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from agent.events import validate_template
+from agent.model import UNSET, FieldError, Meta, Model, UnsetType, field, validate
 from agent.units import Duration, Percent, parse_duration
 
 EffectiveStatus = Literal["Ok", "Warning", "Critical", "Info"]
@@ -70,27 +61,25 @@ def _parse_milliseconds(value: object) -> float:
     return number
 
 
-Milliseconds = Annotated[float, BeforeValidator(_parse_milliseconds)]
-
-
-def _stringify_args(value: object) -> object:
+def _command_argument(value: object) -> str:
     """Let ``["check_tcp", "-p", 80]`` through: YAML turns the unquoted port into an int.
 
     Booleans are refused because YAML 1.1 reads ``yes``/``no``/``on`` as booleans and turning them back
     into ``True`` would silently pass the wrong argument.
     """
-    if isinstance(value, list):
-        out: list[object] = []
-        for item in value:
-            if isinstance(item, bool):
-                raise ValueError(f"command argument {item!r} is a YAML boolean: quote it")
-            out.append(str(item) if isinstance(item, int | float) else item)
-        return out
-    return value
+    if isinstance(value, bool):
+        raise ValueError(f"command argument {value!r} is a YAML boolean: quote it")
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"Expected `str`, got `{type(value).__name__}`")
 
 
-def _regex(value: str) -> str:
+def _regex(value: object) -> str:
     """Compile once at load time so a bad pattern is a config error, not a failing check at 3 a.m."""
+    if not isinstance(value, str):
+        raise ValueError(f"Expected `str`, got `{type(value).__name__}`")
     try:
         re.compile(value)
     except re.error as exc:
@@ -98,11 +87,58 @@ def _regex(value: str) -> str:
     return value
 
 
-Regex = Annotated[str, AfterValidator(_regex)]
+def _status_codes(value: object) -> list[int]:
+    """``expect_status: 204`` means ``[204]``; every code must be an HTTP status."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    codes = validate(list[int], value)
+    if not codes:
+        raise ValueError("expect_status must list at least one status code")
+    bad = [code for code in codes if not 100 <= code <= 599]
+    if bad:
+        raise ValueError(f"expect_status {bad} are not HTTP status codes (100-599)")
+    return codes
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+if TYPE_CHECKING:
+    Milliseconds = float
+    Regex = str
+    CommandArg = str
+    StatusCodes = list[int]
+else:
+    class Milliseconds(float):
+        """Milliseconds (``*_ms`` keys): a bare number means ms, ``1.5s`` is converted."""
+
+        @classmethod
+        def from_config(cls, value: object) -> Milliseconds:
+            return cls(_parse_milliseconds(value))
+
+    class Regex(str):
+        """A regular expression, compiled once while the config loads to reject a bad one."""
+
+        __slots__ = ()
+
+        @classmethod
+        def from_config(cls, value: object) -> Regex:
+            return cls(_regex(value))
+
+    class CommandArg(str):
+        """One argument of ``command``: a YAML number is taken as its text, a YAML boolean is refused."""
+
+        __slots__ = ()
+
+        @classmethod
+        def from_config(cls, value: object) -> CommandArg:
+            return cls(_command_argument(value))
+
+    class StatusCodes(list):
+        """``expect_status``: a list of HTTP status codes, or one code."""
+
+        __slots__ = ()
+
+        @classmethod
+        def from_config(cls, value: object) -> StatusCodes:
+            return cls(_status_codes(value))
 
 
 def _ordered(warning: float | None, critical: float | None, what: str, *, rising: bool = True) -> None:
@@ -114,100 +150,72 @@ def _ordered(warning: float | None, critical: float | None, what: str, *, rising
         raise ValueError(f"{what}: warning ({warning:g}) must not be below critical ({critical:g})")
 
 
-class DiskProbe(_Strict):
+class DiskProbe(Model):
     """Space and inode usage of the filesystem holding ``path`` (``df`` arithmetic: reserved blocks count
     as used, so the percentage matches what ``df`` shows)."""
 
-    path: str = Field(min_length=1)
+    path: Annotated[str, Meta(min_length=1)]
     warning: Percent | None = None
     critical: Percent | None = None
     inodes_warning: Percent | None = None
     inodes_critical: Percent | None = None
 
-    @model_validator(mode="after")
-    def _thresholds(self) -> DiskProbe:
+    def __post_init__(self) -> None:
         thresholds = (self.warning, self.critical, self.inodes_warning, self.inodes_critical)
         if all(value is None for value in thresholds):
             raise ValueError("set at least one of warning, critical, inodes_warning, inodes_critical")
         _ordered(self.warning, self.critical, "disk usage")
         _ordered(self.inodes_warning, self.inodes_critical, "inode usage")
-        return self
 
 
-class TcpProbe(_Strict):
+class TcpProbe(Model):
     """A TCP connect to ``host:port``; refused or unreachable is CRITICAL, slow is WARNING."""
 
-    host: str = Field(min_length=1)
-    port: int = Field(ge=1, le=65535)
+    host: Annotated[str, Meta(min_length=1)]
+    port: Annotated[int, Meta(ge=1, le=65535)]
     warning_ms: Milliseconds | None = None
     critical_ms: Milliseconds | None = None
 
-    @model_validator(mode="after")
-    def _thresholds(self) -> TcpProbe:
+    def __post_init__(self) -> None:
         _ordered(self.warning_ms, self.critical_ms, "latency")
-        return self
 
 
-class HttpProbe(_Strict):
+class HttpProbe(Model):
     """One GET request (redirects are not followed, so a 3xx is judged as it is)."""
 
     url: str
-    expect_status: list[int] | None = None
+    expect_status: StatusCodes | None = None
     body_match: Regex | None = None
     warning_ms: Milliseconds | None = None
     critical_ms: Milliseconds | None = None
-    tls_days_warning: int | None = Field(default=None, ge=0)
-    tls_days_critical: int | None = Field(default=None, ge=0)
+    tls_days_warning: Annotated[int, Meta(ge=0)] | None = None
+    tls_days_critical: Annotated[int, Meta(ge=0)] | None = None
     verify_tls: bool = True
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"url {value!r} must start with http:// or https:// and name a host")
-        return value
-
-    @field_validator("expect_status", mode="before")
-    @classmethod
-    def _status_list(cls, value: object) -> object:
-        return [value] if isinstance(value, int) and not isinstance(value, bool) else value
-
-    @field_validator("expect_status")
-    @classmethod
-    def _status_range(cls, value: list[int] | None) -> list[int] | None:
-        if value is not None:
-            if not value:
-                raise ValueError("expect_status must list at least one status code")
-            bad = [code for code in value if not 100 <= code <= 599]
-            if bad:
-                raise ValueError(f"expect_status {bad} are not HTTP status codes (100-599)")
-        return value
-
-    @model_validator(mode="after")
-    def _thresholds(self) -> HttpProbe:
+    def __post_init__(self) -> None:
+        if not re.match(r"^https?://[^/\s]+", self.url):
+            raise FieldError("url", f"url {self.url!r} must start with http:// or https:// and name a host")
         _ordered(self.warning_ms, self.critical_ms, "latency")
         _ordered(self.tls_days_warning, self.tls_days_critical, "tls days", rising=False)
         wants_tls = self.tls_days_warning is not None or self.tls_days_critical is not None
         if wants_tls and not self.url.startswith("https://"):
             raise ValueError("tls_days_warning/tls_days_critical need an https:// url")
-        return self
 
     def status_ok(self, code: int) -> bool:
         """Whether a response status counts as up (default: any 2xx or 3xx)."""
         return 200 <= code <= 399 if self.expect_status is None else code in self.expect_status
 
 
-class ProcessProbe(_Strict):
+class ProcessProbe(Model):
     """Count processes found by exact ``name``, by a ``pidfile``, or by a ``cmdline`` regex."""
 
-    name: str | None = Field(default=None, min_length=1)
-    pidfile: str | None = Field(default=None, min_length=1)
+    name: Annotated[str, Meta(min_length=1)] | None = None
+    pidfile: Annotated[str, Meta(min_length=1)] | None = None
     cmdline: Regex | None = None
-    min: int = Field(default=1, ge=0)
-    max: int | None = Field(default=None, ge=0)
+    min: Annotated[int, Meta(ge=0)] = 1
+    max: Annotated[int, Meta(ge=0)] | None = None
 
-    @model_validator(mode="after")
-    def _one_selector(self) -> ProcessProbe:
+    def __post_init__(self) -> None:
         given = [key for key in ("name", "pidfile", "cmdline") if getattr(self, key) is not None]
         if len(given) != 1:
             raise ValueError(
@@ -216,64 +224,53 @@ class ProcessProbe(_Strict):
             )
         if self.max is not None and self.max < self.min:
             raise ValueError(f"max ({self.max}) must not be below min ({self.min})")
-        return self
 
 
-class FileAgeProbe(_Strict):
+class FileAgeProbe(Model):
     """The newest file matching ``path`` (a path or a glob) must be younger than ``max_age``."""
 
-    path: str = Field(min_length=1)
+    path: Annotated[str, Meta(min_length=1)]
     max_age: Duration
     critical_age: Duration | None = None
 
-    @model_validator(mode="after")
-    def _ages(self) -> FileAgeProbe:
+    def __post_init__(self) -> None:
         if self.max_age <= 0:
             raise ValueError("max_age must be greater than 0")
         if self.critical_age is not None and self.critical_age <= self.max_age:
             raise ValueError("critical_age must be longer than max_age")
-        return self
 
 
-class SystemdUnitProbe(_Strict):
+class SystemdUnitProbe(Model):
     """``ActiveState``/``SubState`` of a unit, read with ``systemctl show``."""
 
     unit: str
 
-    @field_validator("unit")
-    @classmethod
-    def _unit_name(cls, value: str) -> str:
-        if not _UNIT.match(value) or value.startswith("-"):
-            raise ValueError(f"{value!r} is not a systemd unit name (e.g. nginx.service)")
-        return value
+    def __post_init__(self) -> None:
+        if not _UNIT.match(self.unit) or self.unit.startswith("-"):
+            raise FieldError("unit", f"{self.unit!r} is not a systemd unit name (e.g. nginx.service)")
 
 
 LoadThreshold = float | tuple[float, float, float]
 
 
-class LoadProbe(_Strict):
+class LoadProbe(Model):
     """Load average; a single number judges the 1-minute load, a list of three judges 1/5/15 minutes."""
 
     warning: LoadThreshold | None = None
     critical: LoadThreshold | None = None
     per_cpu: bool = True
 
-    @field_validator("warning", "critical")
-    @classmethod
-    def _non_negative(cls, value: LoadThreshold | None) -> LoadThreshold | None:
-        values = value if isinstance(value, tuple) else (value,)
-        if any(v is not None and v < 0 for v in values):
-            raise ValueError("load thresholds cannot be negative")
-        return value
-
-    @model_validator(mode="after")
-    def _thresholds(self) -> LoadProbe:
+    def __post_init__(self) -> None:
+        for key in ("warning", "critical"):
+            value = getattr(self, key)
+            values = value if isinstance(value, tuple) else (value,)
+            if any(v is not None and v < 0 for v in values):
+                raise FieldError(key, "load thresholds cannot be negative")
         if self.warning is None and self.critical is None:
             raise ValueError("set warning and/or critical")
         warn, crit = self.triples()
         for w, c, what in zip(warn, crit, ("1m", "5m", "15m"), strict=True):
             _ordered(w, c, f"load {what}")
-        return self
 
     def triples(self) -> tuple[tuple[float | None, ...], tuple[float | None, ...]]:
         """Thresholds as (1m, 5m, 15m) triples; ``None`` means "not judged"."""
@@ -288,40 +285,50 @@ class LoadProbe(_Strict):
         return expand(self.warning), expand(self.critical)
 
 
-class MemoryProbe(_Strict):
+class MemoryProbe(Model):
     """Used memory as a percentage of total, where used = total - MemAvailable (page cache is free)."""
 
     warning: Percent | None = None
     critical: Percent | None = None
 
-    @model_validator(mode="after")
-    def _thresholds(self) -> MemoryProbe:
+    def __post_init__(self) -> None:
         if self.warning is None and self.critical is None:
             raise ValueError("set warning and/or critical")
         _ordered(self.warning, self.critical, "memory usage")
-        return self
 
 
-class FlappingConfig(_Strict):
+class FlappingConfig(Model):
     """Nagios-style flap detection thresholds (percent of weighted state changes over 21 results)."""
 
     enabled: bool = True
     high: Percent = 50.0
     low: Percent = 25.0
 
-    @model_validator(mode="after")
-    def _band(self) -> FlappingConfig:
+    def __post_init__(self) -> None:
         if self.low >= self.high:
             raise ValueError(f"low ({self.low:g}%) must be below high ({self.high:g}%)")
-        return self
 
 
-class CheckConfig(_Strict):
+def _flapping_off() -> FlappingConfig:
+    return FlappingConfig(enabled=False)
+
+
+if TYPE_CHECKING:
+    _FlappingField = FlappingConfig
+    _CommandField = str | list[str]
+else:
+    # `flapping: true` means {enabled: true}: msgspec takes the bool as it is (a union of one model and bool
+    # needs no value type) and CheckConfig.__post_init__ turns it into a FlappingConfig.
+    _FlappingField = FlappingConfig | bool
+    _CommandField = str | list[CommandArg]
+
+
+class CheckConfig(Model):
     """One entry of ``checks:``: what to run, how often, and how its results become alert statuses."""
 
-    name: str = Field(min_length=1, max_length=128)
+    name: Annotated[str, Meta(min_length=1, max_length=128)]
 
-    command: Annotated[str | list[str], BeforeValidator(_stringify_args)] | None = None
+    command: _CommandField | None = None
     shell: bool = False
     disk: DiskProbe | None = None
     tcp: TcpProbe | None = None
@@ -333,81 +340,66 @@ class CheckConfig(_Strict):
     memory: MemoryProbe | None = None
 
     interval: Duration = DEFAULT_INTERVAL
-    timeout: Duration = DEFAULT_TIMEOUT
-    labels: dict[str, str] = Field(default_factory=dict)
+    # UNSET (not given) becomes min(DEFAULT_TIMEOUT, interval) in __post_init__: a validated check holds a number
+    timeout: Duration | UnsetType = UNSET
+    labels: dict[str, str] = field(default_factory=dict)
     title: str | None = None
     description: str | None = None
     alert_key: str | None = None
     repeat_interval: Duration | None = None
     output: str | None = None
-    failures_before_alert: int = Field(default=1, ge=1, le=100)
-    successes_before_ok: int = Field(default=1, ge=1, le=100)
-    flapping: FlappingConfig = Field(default_factory=lambda: FlappingConfig(enabled=False))
+    failures_before_alert: Annotated[int, Meta(ge=1, le=100)] = 1
+    successes_before_ok: Annotated[int, Meta(ge=1, le=100)] = 1
+    flapping: _FlappingField = field(default_factory=_flapping_off)
     unknown_status: UnknownStatus = "Warning"
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError(
-                f"check name {value!r} may only use letters, digits and _ . : @ - (and must not start with "
-                "a symbol): it becomes part of the alert key and of metric labels"
-            )
-        return value
+    def __post_init__(self) -> None:
+        # First of this model's own checks, so the user sees the structural mistake before a detail of one key
+        # (the types of the keys, the probe's included, are checked before this runs).
+        self._exactly_one_probe()
+        self._fields()
+        self._command_form()
+        if isinstance(self.flapping, bool):
+            self.flapping = FlappingConfig(enabled=self.flapping)
+        if self.timeout is UNSET:
+            # A check that runs every 5 s should not be allowed to hang for 10 s by default.
+            self.timeout = min(DEFAULT_TIMEOUT, self.interval)
 
-    @field_validator("labels")
-    @classmethod
-    def _label_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [key for key in value if not _LABEL_KEY.match(key) or len(key) > 128]
-        if bad:
-            raise ValueError(
-                f"label keys {bad} are not valid: use letters, digits and _ (not starting with a digit), "
-                "at most 128 characters (Flashduty label rules)"
-            )
-        for template in value.values():
-            validate_template(template)
-        return value
-
-    @field_validator("title", "description", "alert_key")
-    @classmethod
-    def _templates(cls, value: str | None) -> str | None:
-        return None if value is None else validate_template(value)
-
-    @field_validator("flapping", mode="before")
-    @classmethod
-    def _flapping_bool(cls, value: object) -> object:
-        return {"enabled": value} if isinstance(value, bool) else value
-
-    @field_validator("interval", "timeout")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be greater than 0")
-        return value
-
-    @field_validator("repeat_interval")
-    @classmethod
-    def _positive_or_none(cls, value: float | None) -> float | None:
-        if value is not None and value <= 0:
-            raise ValueError("must be greater than 0 (leave it out to never repeat)")
-        return value
-
-    @model_validator(mode="before")
-    @classmethod
-    def _exactly_one_probe(cls, data: Any) -> Any:
-        """Checked before field validation so the user sees the structural mistake first."""
-        if not isinstance(data, dict):
-            return data
-        given = [key for key in PROBE_KEYS if data.get(key) is not None]
+    def _exactly_one_probe(self) -> None:
+        given = [key for key in PROBE_KEYS if getattr(self, key) is not None]
         if len(given) != 1:
-            name = data.get("name")
-            who = f"check {name!r}" if isinstance(name, str) else "a check"
+            who = f"check {self.name!r}"
             detail = f"got {len(given)}: {', '.join(given)}" if given else "none given"
             raise ValueError(f"{who} needs exactly one probe key, one of {', '.join(PROBE_KEYS)} ({detail})")
-        return data
 
-    @model_validator(mode="after")
-    def _command_form(self) -> CheckConfig:
+    def _fields(self) -> None:
+        if not _NAME.match(self.name):
+            raise FieldError(
+                "name",
+                f"check name {self.name!r} may only use letters, digits and _ . : @ - (and must not start with "
+                "a symbol): it becomes part of the alert key and of metric labels",
+            )
+        bad = [key for key in self.labels if not _LABEL_KEY.match(key) or len(key) > 128]
+        if bad:
+            raise FieldError(
+                "labels",
+                f"label keys {bad} are not valid: use letters, digits and _ (not starting with a digit), "
+                "at most 128 characters (Flashduty label rules)",
+            )
+        for template in self.labels.values():
+            _template("labels", template)
+        for key in ("title", "description", "alert_key"):
+            value = getattr(self, key)
+            if value is not None:
+                _template(key, value)
+        for key in ("interval", "timeout"):
+            value = getattr(self, key)
+            if value is not UNSET and value <= 0:
+                raise FieldError(key, "must be greater than 0")
+        if self.repeat_interval is not None and self.repeat_interval <= 0:
+            raise FieldError("repeat_interval", "must be greater than 0 (leave it out to never repeat)")
+
+    def _command_form(self) -> None:
         if self.shell and self.command is None:
             raise ValueError("shell: true only applies to command checks")
         if self.command is not None:
@@ -422,10 +414,6 @@ class CheckConfig(_Strict):
                 raise ValueError("command must not be empty")
             if isinstance(self.command, list) and (not self.command or not self.command[0]):
                 raise ValueError("command must name a program as its first element")
-        if "timeout" not in self.model_fields_set:
-            # A check that runs every 5 s should not be allowed to hang for 10 s by default.
-            self.timeout = min(DEFAULT_TIMEOUT, self.interval)
-        return self
 
     @property
     def kind(self) -> str:
@@ -436,11 +424,18 @@ class CheckConfig(_Strict):
         raise AssertionError("validated CheckConfig without a probe")  # pragma: no cover
 
 
+def _template(key: str, template: str) -> None:
+    try:
+        validate_template(template)
+    except ValueError as exc:
+        raise FieldError(key, str(exc)) from None
+
+
 def validate_unique_names(checks: list[CheckConfig]) -> None:
     """Raise ``ValueError`` naming every duplicated check name and the positions that use it.
 
     Names identify a check's alert, its stored state and its metrics, so two checks sharing one would
-    overwrite each other's alerts.
+    overwrite each other's alerts. The root config model calls it from its own checks.
     """
     seen: dict[str, list[int]] = {}
     for index, check in enumerate(checks):
@@ -449,12 +444,3 @@ def validate_unique_names(checks: list[CheckConfig]) -> None:
     if duplicates:
         parts = [f"{name!r} ({', '.join(f'checks[{i}]' for i in where)})" for name, where in duplicates.items()]
         raise ValueError(f"duplicate check names: {'; '.join(parts)}: each check needs its own name")
-
-
-def _unique(checks: list[CheckConfig]) -> list[CheckConfig]:
-    validate_unique_names(checks)
-    return checks
-
-
-CheckList = Annotated[list[CheckConfig], AfterValidator(_unique)]
-"""``list[CheckConfig]`` with unique names, for the root config model's ``checks`` field."""

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
+from agent.model import Model
 from agent.units import ByteSize, Duration
 
 
-class OutboxConfig(BaseModel):
+class OutboxConfig(Model):
     """`outbox:` — how much may wait on disk, for how long, and what happens when it is full."""
-
-    model_config = ConfigDict(extra="forbid")
 
     max_bytes: ByteSize = 256 * 1024 * 1024
     max_age: Duration = 24 * 3600.0

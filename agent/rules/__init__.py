@@ -11,7 +11,6 @@ from agent.rules.config import (
     RuleConfig,
     RuleKind,
     ThresholdConfig,
-    validating_for,
 )
 from agent.rules.ruleset import Hit, Hits, RuleSet
 from agent.rules.where import FieldCondition, Where
@@ -30,5 +29,4 @@ __all__ = [
     "RuleSet",
     "ThresholdConfig",
     "Where",
-    "validating_for",
 ]

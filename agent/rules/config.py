@@ -1,20 +1,19 @@
 """A rule's config: which lines matter (``match``/``contains`` on the message, ``where`` on fields), and what
-identity a match has. Validated with the source it belongs to: a structured source (``format: json`` ...,
-journald) has fields to name; a plain-text source has only named groups and the Kubernetes path fields.
+identity a match has. Checked again with the source it belongs to (``RuleConfig.check_for_source``): a
+structured source (``format: json`` ..., journald) has fields to name; a plain-text source has only named groups
+and the Kubernetes path fields.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator
-from contextvars import ContextVar
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+import msgspec
 
 from agent.events import SOURCE_LABEL_FIELDS, template_fields, template_paths, validate_template
-from agent.rules.where import FieldCondition, validate_path
+from agent.model import UNSET, FieldError, Meta, Model, UnsetType, field, global_labels
+from agent.rules.where import Conditions, validate_path
 from agent.units import Duration
 
 BUILTIN_FIELDS = {"host", "path", "line", "rule", "source", "count", "first_seen", "last_seen", "samples",
@@ -25,19 +24,9 @@ ALERT_FIELDS = {"host", "path", "line", "rule", "source", "count", "first_seen",
                 "silent_for", "why"}
 """Template fields that are the alert's own: a record field of the same name does not shadow them."""
 
-_STRUCTURED: ContextVar[bool] = ContextVar("dutytail_rules_structured", default=False)
-
-
-@contextlib.contextmanager
-def validating_for(structured: bool) -> Iterator[None]:
-    """Rules validated inside this block belong to a source with fields (``format`` other than raw, or
-    journald): ``identity``, ``where`` and templates may name any field path. The source config's validator
-    sets it around its rules, so each problem keeps its exact ``file:line:col``."""
-    token = _STRUCTURED.set(structured)
-    try:
-        yield
-    finally:
-        _STRUCTURED.reset(token)
+DEFAULT_DESCRIPTION = "{line}\n\n{count} matching line(s) from {first_seen} to {last_seen} in {path}\n{samples}"
+_TRACKED = ("threshold", "resolve", "alert_key", "description")
+"""The keys whose absence means something (see ``RuleConfig.given``): UNSET until ``__post_init__``."""
 
 
 def compile_regex(pattern: str) -> re.Pattern[str]:
@@ -47,82 +36,96 @@ def compile_regex(pattern: str) -> re.Pattern[str]:
         raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
 
 
-class ThresholdConfig(BaseModel):
+def _check_regex(key: str, pattern: str | None) -> None:
+    if pattern is not None:
+        try:
+            compile_regex(pattern)
+        except ValueError as exc:
+            raise FieldError(key, str(exc)) from None
+
+
+def _check_template(key: str | tuple[str, str], template: str | None) -> None:
+    if template is not None:
+        try:
+            validate_template(template)
+        except ValueError as exc:
+            raise FieldError(key, str(exc)) from None
+
+
+class ThresholdConfig(Model):
     """Fire only when ``count`` matches fall inside a sliding window of ``within``."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    count: int = Field(default=1, ge=1)
+    count: Annotated[int, Meta(ge=1)] = 1
     within: Duration = 60.0
 
 
-class ResolveConfig(BaseModel):
+class ResolveConfig(Model):
     """How an open alert closes: after a quiet period, on an explicit recovery line, or both."""
-
-    model_config = ConfigDict(extra="forbid")
 
     after: Duration | None = None
     match: str | None = None
 
-    @field_validator("match")
-    @classmethod
-    def _valid_regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            compile_regex(value)
-        return value
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_regex("match", self.match)
 
 
-class AbsentConfig(BaseModel):
+class AbsentConfig(Model):
     """Fire when no line matches the rule for ``after`` (per identity when the rule has ``identity``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    after: Duration
 
-    after: Duration = Field(gt=0)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.after > 0:
+            raise FieldError("after", "must be greater than 0")
 
 
-class ExpectConfig(BaseModel):
+class ExpectConfig(Model):
     """After a line matching the rule, a line matching ``match`` (same identity) must follow ``within``."""
 
-    model_config = ConfigDict(extra="forbid")
-
     match: str
-    within: Duration = Field(gt=0)
+    within: Duration
 
-    @field_validator("match")
-    @classmethod
-    def _valid_regex(cls, value: str) -> str:
-        compile_regex(value)
-        return value
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_regex("match", self.match)
+        if not self.within > 0:
+            raise FieldError("within", "must be greater than 0")
 
 
 RuleKind = Literal["match", "absent", "expect"]
 
 
-class RuleConfig(BaseModel):
-    """One rule of a log or journal source."""
+class RuleConfig(Model, dict=True):
+    """One rule of a log or journal source.
 
-    model_config = ConfigDict(extra="forbid")
+    What a rule may name depends on its source (a structured one has fields, a plain-text one only named
+    groups): validating a rule checks what holds anywhere; the source's model then calls
+    :meth:`check_for_source` for each of its rules. ``threshold``, ``resolve``, ``alert_key`` and
+    ``description`` are UNSET until ``__post_init__`` fills in their defaults, which records whether they were
+    given (:meth:`given`): an ``absent``/``expect`` rule refuses the first three and quotes only a description
+    of its own.
+    """
 
-    name: str = Field(min_length=1)
+    name: Annotated[str, Meta(min_length=1)]
     match: str | None = None
     contains: str | None = None
     exclude: str | None = None
     severity: Literal["Critical", "Warning", "Info"] = "Warning"
     title: str = "{rule} on {host}"
-    description: str = (
-        "{line}\n\n{count} matching line(s) from {first_seen} to {last_seen} in {path}\n{samples}"
-    )
-    alert_key: str | None = None
-    identity: list[str] = Field(default_factory=list)
-    labels: dict[str, str] = Field(default_factory=dict)
-    threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
-    resolve: ResolveConfig = Field(default_factory=ResolveConfig)
+    description: str | UnsetType = UNSET
+    alert_key: str | UnsetType | None = UNSET
+    identity: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    threshold: ThresholdConfig | UnsetType = UNSET
+    resolve: ResolveConfig | UnsetType = UNSET
     repeat_interval: Duration = 0.0
-    samples: int = Field(default=3, ge=0, le=20)
+    samples: Annotated[int, Meta(ge=0, le=20)] = 3
     output: str | None = None
     absent: AbsentConfig | None = None
     expect: ExpectConfig | None = None
-    where: dict[str, FieldCondition] = Field(default_factory=dict)
+    where: Conditions = field(default_factory=Conditions)
     """Conditions on the line's fields (dotted paths), all of which must hold."""
 
     @property
@@ -130,40 +133,45 @@ class RuleConfig(BaseModel):
         """What the rule alerts on: matching lines, their absence, or a sequence that did not complete."""
         return "absent" if self.absent is not None else "expect" if self.expect is not None else "match"
 
-    @field_validator("match", "exclude")
-    @classmethod
-    def _valid_regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            compile_regex(value)
-        return value
-
-    @field_validator("where", mode="before")
-    @classmethod
-    def _valid_where_paths(cls, value: object) -> object:
-        if isinstance(value, dict):
-            for path in value:
-                validate_path(path)
-        return value
-
-    @field_validator("title", "description", "alert_key")
-    @classmethod
-    def _valid_template(cls, value: str | None) -> str | None:
-        return None if value is None else validate_template(value)
-
-    @field_validator("labels")
-    @classmethod
-    def _valid_label_templates(cls, value: dict[str, str]) -> dict[str, str]:
-        for template in value.values():
-            validate_template(template)
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self, info: ValidationInfo) -> RuleConfig:
+    def __post_init__(self) -> None:
+        """The checks that hold whatever the source (the rest: :meth:`check_for_source`)."""
+        super().__post_init__()
+        self._given = frozenset(name for name in _TRACKED if getattr(self, name) is not UNSET)
+        if self.description is UNSET:
+            self.description = DEFAULT_DESCRIPTION
+        if self.alert_key is UNSET:
+            self.alert_key = None
+        if self.threshold is UNSET:
+            self.threshold = ThresholdConfig()
+        if self.resolve is UNSET:
+            self.resolve = ResolveConfig()
+        _check_regex("match", self.match)
+        _check_regex("exclude", self.exclude)
+        for key in ("title", "description", "alert_key"):
+            _check_template(key, getattr(self, key))
+        for key, template in self.labels.items():
+            _check_template(("labels", key), template)
         if self.match is not None and self.contains is not None:
             raise ValueError("a rule takes one of `match` (regex) and `contains` (literal text), not both")
         if self.match is None and self.contains is None and not self.where:
             raise ValueError("a rule needs `match` (regex), `contains` (literal text) or `where` (field conditions)")
-        structured = _STRUCTURED.get()
+        if self.absent is not None or self.expect is not None:
+            self._timed_rule_consistent()
+
+    def _timed_rule_consistent(self) -> None:
+        """``absent`` and ``expect`` have their own way to open and close an alert."""
+        kind = "absent" if self.absent is not None else "expect"
+        if self.absent is not None and self.expect is not None:
+            raise ValueError("a rule takes one of `absent` and `expect`, not both")
+        for name in ("threshold", "resolve", "alert_key"):
+            if name in self._given:
+                raise ValueError(f"`{name}` does not apply to an `{kind}` rule (it opens when the time is up and "
+                                 f"closes when the line arrives; `identity` splits it per identity)")
+
+    def check_for_source(self, structured: bool) -> None:
+        """The checks that depend on the rule's source: ``structured`` (``format`` other than raw, or journald)
+        has fields, so ``identity``, ``where`` and templates may name any field path; a plain-text source has
+        only the named groups of ``match`` and the Kubernetes path fields. Raises ValueError (about the rule)."""
         groups = self.group_names()
         fields = groups | set(SOURCE_LABEL_FIELDS)
         for name in self.identity:
@@ -172,50 +180,58 @@ class RuleConfig(BaseModel):
             elif name not in fields:
                 raise ValueError(f"identity field {name!r} is not a named group of `match` (groups: {sorted(groups)}); "
                                  f"a field path needs a structured source (`format: json`, `logfmt` ...)")
-        if not structured:
-            for name in self.where:
-                if name not in fields:
-                    raise ValueError(f"where: field {name!r} does not exist in a plain-text source: set the source's "
-                                     f"`format` (json, logfmt, cri, docker) or capture it as a named group of `match`")
-        if self.absent is not None or self.expect is not None:
-            self._timed_rule_consistent()
+        if structured:
+            return
+        for name in self.where:
+            if name not in fields:
+                raise ValueError(f"where: field {name!r} does not exist in a plain-text source: set the source's "
+                                 f"`format` (json, logfmt, cri, docker) or capture it as a named group of `match`")
+        if self.expect is not None:
+            expect_groups = set(compile_regex(self.expect.match).groupindex)
+            missing = [n for n in self.identity if n not in expect_groups]
+            if missing:
+                raise ValueError(f"expect.match must capture the identity groups {missing} so the start and the "
+                                 f"finish are paired")
         if self.resolve.match is not None:
             resolve_groups = set(compile_regex(self.resolve.match).groupindex)
             missing = [n for n in self.identity if n not in resolve_groups]
-            if missing and not structured:
+            if missing:
                 raise ValueError(
                     f"resolve.match must capture the identity groups {missing} so it closes the same alert"
                 )
-        global_labels = (info.context or {}).get("global_labels", set()) if info else set()
-        known = BUILTIN_FIELDS | groups | set(self.labels) | set(global_labels)
+        known = BUILTIN_FIELDS | groups | set(self.labels) | global_labels()
         for field_name in ("title", "description", "alert_key"):
             template = getattr(self, field_name)
             if template is None:
                 continue
             unknown = template_fields(template) - known
-            if unknown and not structured:
+            if unknown:
                 raise ValueError(
                     f"{field_name} refers to unknown field(s) {sorted(unknown)}; available: named groups "
                     f"{sorted(groups)}, labels, and {sorted(BUILTIN_FIELDS)} (a structured source's fields need "
                     f"its `format`)"
                 )
-        return self
 
-    def _timed_rule_consistent(self) -> None:
-        """``absent`` and ``expect`` have their own way to open and close an alert."""
-        kind = "absent" if self.absent is not None else "expect"
-        if self.absent is not None and self.expect is not None:
-            raise ValueError("a rule takes one of `absent` and `expect`, not both")
-        for name in ("threshold", "resolve", "alert_key"):
-            if name in self.model_fields_set:
-                raise ValueError(f"`{name}` does not apply to an `{kind}` rule (it opens when the time is up and "
-                                 f"closes when the line arrives; `identity` splits it per identity)")
-        if self.expect is not None:
-            expect_groups = set(compile_regex(self.expect.match).groupindex)
-            missing = [n for n in self.identity if n not in expect_groups]
-            if missing and not _STRUCTURED.get():
-                raise ValueError(f"expect.match must capture the identity groups {missing} so the start and the "
-                                 f"finish are paired")
+    def given(self, key: str) -> bool:
+        """Whether the rule's YAML sets ``key``: known for the keys whose absence means something (``threshold``,
+        ``resolve``, ``alert_key``, ``description``); an absence or expect alert quotes only a description the
+        user wrote."""
+        if key not in _TRACKED:
+            raise KeyError(f"{key!r} is not tracked; known: {', '.join(_TRACKED)}")
+        return key in self._given
+
+    def model_copy(self, *, update: dict[str, Any] | None = None) -> RuleConfig:
+        """A copy with some fields replaced; the defaults that were not given stay "not given" (``__post_init__``
+        runs again on the copy and would otherwise take them for given)."""
+        return msgspec.structs.replace(self, **{**self._not_given(), **(update or {})})
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its fields, with the same care as :meth:`model_copy`."""
+        fields = {name: getattr(self, name) for name in self.__struct_fields__}
+        return _rebuild, (type(self), {**fields, **self._not_given()})
+
+    def _not_given(self) -> dict[str, Any]:
+        return {name: UNSET for name in _TRACKED if name not in self._given}
 
     def pattern(self) -> str | None:
         """The regex over the message (None: a rule of ``where`` conditions alone)."""
@@ -240,3 +256,7 @@ class RuleConfig(BaseModel):
         for template in (self.title, self.description, self.alert_key or "", *self.labels.values()):
             paths |= template_paths(template)
         return paths - ALERT_FIELDS
+
+
+def _rebuild(cls: type[RuleConfig], fields: dict[str, Any]) -> RuleConfig:
+    return cls(**fields)

@@ -25,14 +25,14 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator, model_validator
+from typing import TYPE_CHECKING, Any
 
 from agent.format.values import MISSING, as_number, as_text
+from agent.model import FieldError
 
 OPERATORS = ("eq", "ne", "in", "not_in", "match", "not_match", "gt", "gte", "lt", "lte", "exists")
 _PATH = re.compile(r"[^\s.]+(?:\.[^\s.]+)*\Z")
+_SCALAR_NEEDED = "needs a scalar: a string, a number, true/false or null"
 
 
 def validate_path(path: object) -> str:
@@ -41,75 +41,121 @@ def validate_path(path: object) -> str:
     return path
 
 
-class FieldCondition(BaseModel):
-    """The operators applied to one field (all must hold). A bare scalar in the YAML means ``eq``."""
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    eq: Any = None
-    ne: Any = None
-    in_: list[Any] | None = Field(None, alias="in")
-    not_in: list[Any] | None = None
-    match: StrictStr | None = None
-    not_match: StrictStr | None = None
-    gt: Any = None
-    gte: Any = None
-    lt: Any = None
-    lte: Any = None
-    exists: StrictBool | None = None
+def _check(op: str, operand: Any) -> None:
+    """One operator's operand as the YAML gave it; FieldError blames the operand (or an item of its list)."""
+    if op in ("eq", "ne"):
+        if not _is_scalar(operand):
+            raise FieldError(op, _SCALAR_NEEDED)
+    elif op in ("in", "not_in"):
+        if not isinstance(operand, list):
+            raise FieldError(op, "needs a list, e.g. [POST, PUT]")
+        if not operand:
+            raise FieldError(op, "an empty list never holds")
+        for index, item in enumerate(operand):
+            if not _is_scalar(item):
+                raise FieldError((op, index), _SCALAR_NEEDED)
+    elif op in ("match", "not_match"):
+        if not isinstance(operand, str):
+            raise FieldError(op, "needs a regex (a string)")
+        try:
+            re.compile(operand)
+        except re.error as exc:
+            raise FieldError(op, f"invalid regex {operand!r}: {exc}") from None
+    elif op == "exists":
+        if not isinstance(operand, bool):
+            raise FieldError(op, "needs true or false")
+    elif isinstance(operand, bool) or not isinstance(operand, str | int | float):  # gt, gte, lt, lte
+        raise FieldError(op, "needs a number (compared as numbers) or a string (compared as strings)")
 
-    @model_validator(mode="before")
+
+class FieldCondition:
+    """The operators applied to one field (all must hold). A bare scalar in the YAML means ``eq``.
+
+    A value type, not a model: ``eq: null`` is an operand (JSON ``null``) and must differ from no ``eq`` at all,
+    and ``operators()`` gives the operators in the order written. ``FieldCondition(in_=[...])`` builds one
+    without checks (``in`` is a Python keyword); :meth:`from_config` checks and reshapes what the YAML holds.
+    """
+
+    __slots__ = ("_operators",)
+
+    def __init__(self, **operators: Any) -> None:
+        named = [("in" if op == "in_" else op, operand) for op, operand in operators.items()]
+        for op, _operand in named:
+            if op not in OPERATORS:
+                raise TypeError(f"unknown operator {op!r}")
+        self._operators: tuple[tuple[str, Any], ...] = tuple(named)
+
     @classmethod
-    def _operators(cls, value: Any) -> Any:
+    def from_config(cls, value: Any) -> FieldCondition:
+        """The condition a YAML value writes: ``{op: operand, ...}``, or a scalar (``eq``). A problem with one
+        operand raises FieldError naming that operator, so the error points at the operand."""
         if isinstance(value, list):
             raise ValueError("a list needs an operator: write {in: [...]}")
         if not isinstance(value, dict):
-            return {"eq": value}
+            value = {"eq": value}
         if not value:
             raise ValueError("an empty condition: write an operator, e.g. {eq: value}")
         for key in value:
             if key not in OPERATORS:
                 hint = " (a nested field is written with dots: req.method)" if isinstance(key, str) else ""
                 raise ValueError(f"unknown operator {key!r}; known: {', '.join(OPERATORS)}{hint}")
-        return value
+        for op, operand in value.items():
+            _check(op, operand)
+        condition = cls.__new__(cls)
+        condition._operators = tuple(value.items())
+        return condition
 
-    @field_validator("eq", "ne")
-    @classmethod
-    def _scalar(cls, value: Any) -> Any:
-        if value is not None and not isinstance(value, str | int | float | bool):
-            raise ValueError("needs a scalar: a string, a number, true/false or null")
-        return value
-
-    @field_validator("in_", "not_in")
-    @classmethod
-    def _scalars(cls, value: list[Any] | None) -> list[Any] | None:
-        if value is not None:
-            if not value:
-                raise ValueError("an empty list never holds")
-            for item in value:
-                cls._scalar(item)
-        return value
-
-    @field_validator("gt", "gte", "lt", "lte")
-    @classmethod
-    def _orderable(cls, value: Any) -> Any:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int | float)):
-            raise ValueError("needs a number (compared as numbers) or a string (compared as strings)")
-        return value
-
-    @field_validator("match", "not_match")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regex {value!r}: {exc}") from None
-        return value
+    def to_config(self) -> dict[str, Any]:
+        return dict(self._operators)
 
     def operators(self) -> list[tuple[str, Any]]:
         """(operator, operand) in the order written, ``in`` under its own name."""
-        return [("in" if name == "in_" else name, getattr(self, name)) for name in self.model_fields_set]
+        return list(self._operators)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FieldCondition):
+            return NotImplemented
+        return self._operators == other._operators
+
+    def __hash__(self) -> int:
+        return hash(tuple((op, tuple(v) if isinstance(v, list) else v) for op, v in self._operators))
+
+    def __repr__(self) -> str:
+        return f"FieldCondition({', '.join(f'{op}={operand!r}' for op, operand in self._operators)})"
+
+
+if TYPE_CHECKING:
+    Conditions = dict[str, FieldCondition]
+else:
+    class Conditions(dict):
+        """A rule's ``where``: field path -> condition. One value type for the whole mapping (not a
+        ``dict[str, FieldCondition]`` field) so that an error inside a condition names its field path: msgspec
+        does not name dict keys in its error paths, and the error must point at that field's operator."""
+
+        __slots__ = ()
+
+        @classmethod
+        def from_config(cls, value: object) -> Conditions:
+            if not isinstance(value, dict):
+                raise ValueError("needs field paths and their conditions, e.g. {status: {gte: 500}}")
+            for path in value:
+                validate_path(path)
+            conditions = cls()
+            for path, condition in value.items():
+                try:
+                    conditions[path] = FieldCondition.from_config(condition)
+                except FieldError as exc:
+                    raise FieldError((path, *exc.path), str(exc), exc.kind) from None
+                except ValueError as exc:
+                    raise FieldError(path, str(exc)) from None
+            return conditions
+
+        def to_config(self) -> dict[str, Any]:
+            return {path: condition.to_config() for path, condition in self.items()}
 
 
 def _equals(operand: Any) -> Callable[[Any], bool]:

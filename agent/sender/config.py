@@ -5,28 +5,26 @@ from __future__ import annotations
 import contextlib
 import ssl
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
+from agent.model import Meta, Model
 from agent.units import Duration
 
 DEFAULT_BASE_URL = "https://api.flashcat.cloud/event/push/alert/standard"
 
 
-class OutputConfig(BaseModel):
+class OutputConfig(Model):
     """One Flashduty integration (`flashduty:` or one item of a list of them)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = "default"
     push_url: str = ""  # whole URL from the integration card; empty (and no key) -> dry run
     push_url_file: str | None = None  # file holding the push URL (readable only by the service user)
     integration_key: str = ""  # alternative to push_url: key plus base_url
     base_url: str = DEFAULT_BASE_URL
-    max_per_second: int = Field(default=100, ge=1)
-    max_per_minute: int = Field(default=1000, ge=1)
-    concurrency: int = Field(default=4, ge=1, le=64)
+    max_per_second: Annotated[int, Meta(ge=1)] = 100
+    max_per_minute: Annotated[int, Meta(ge=1)] = 1000
+    concurrency: Annotated[int, Meta(ge=1, le=64)] = 4
     timeout: Duration = 10.0
     retry_initial: Duration = 1.0
     retry_max: Duration = 60.0
@@ -34,8 +32,7 @@ class OutputConfig(BaseModel):
     ca_file: str | None = None
     verify_tls: bool = True
 
-    @model_validator(mode="after")
-    def _one_way_to_say_where(self) -> OutputConfig:
+    def __post_init__(self) -> None:
         given = [bool(self.push_url), bool(self.push_url_file), bool(self.integration_key)]
         if sum(given) > 1:
             raise ValueError("set only one of push_url, push_url_file, integration_key")
@@ -43,7 +40,6 @@ class OutputConfig(BaseModel):
             parts = urlsplit(self.push_url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError("push_url must be an http(s) URL copied from the integration card")
-        return self
 
     def resolved_url(self) -> str:
         """The URL to POST to, or "" for dry run. Reads push_url_file on each call (reload picks up rotation)."""

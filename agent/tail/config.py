@@ -4,57 +4,63 @@ from __future__ import annotations
 
 import codecs
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
+from agent.model import FieldError, Meta, Model, field
 from agent.units import ByteSize, Duration
 
 
-class MultilineConfig(BaseModel):
+class MultilineConfig(Model):
     """Join continuation lines (e.g. Java stack traces) to the line that starts a record."""
-
-    model_config = ConfigDict(extra="forbid")
 
     start: str
     """Regex (Python ``re``, searched) that marks the first line of a record; anchor it with ``^``."""
     timeout: Duration = 2.0
     """A pending record is emitted when no line was added to it for this long."""
-    max_lines: int = Field(500, ge=1)
+    max_lines: Annotated[int, Meta(ge=1)] = 500
     """A record is emitted as soon as it has this many lines (bounds memory)."""
 
-    @field_validator("start")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
+    def __post_init__(self) -> None:
         try:
-            re.compile(value)
+            re.compile(self.start)
         except re.error as exc:
-            raise ValueError(f"invalid regex {value!r}: {exc}") from None
-        return value
+            raise FieldError("start", f"invalid regex {self.start!r}: {exc}") from None
 
 
-class TailConfig(BaseModel):
+class TailConfig(Model):
     """One file source."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1)
-    paths: list[str] = Field(min_length=1)
-    exclude_paths: list[str] = []
-    rotated_paths: list[str] = []
+    name: Annotated[str, Meta(min_length=1)]
+    paths: Annotated[list[str], Meta(min_length=1)]
+    exclude_paths: list[str] = field(default_factory=list)
+    rotated_paths: list[str] = field(default_factory=list)
     """Globs where rotated files go when not beside the file (logrotate ``olddir``): searched, by identity,
     for a stream that was rotated away while the agent did not look (stopped, or the file was closed)."""
     start_at: Literal["end", "beginning"] = "end"
     encoding: str = "utf-8"
-    max_line_bytes: ByteSize = Field(64 * 1024, ge=256)
+    max_line_bytes: ByteSize = 64 * 1024  # >= 256, checked in __post_init__ (msgspec's Meta is for plain types)
     multiline: MultilineConfig | None = None
-    max_open_files: int = Field(1024, ge=1)
-    read_chunk_bytes: ByteSize = Field(1024 * 1024, ge=4096)
-    fingerprint_bytes: int = Field(256, ge=16, le=65536)
-    poll_interval: Duration = Field(1.0, gt=0)
-    rescan_interval: Duration = Field(10.0, gt=0)
+    max_open_files: Annotated[int, Meta(ge=1)] = 1024
+    read_chunk_bytes: ByteSize = 1024 * 1024  # >= 4096
+    fingerprint_bytes: Annotated[int, Meta(ge=16, le=65536)] = 256
+    poll_interval: Duration = 1.0  # > 0
+    rescan_interval: Duration = 10.0  # > 0
     rotate_wait: Duration = 5.0
     inotify: bool = True
+
+    def __post_init__(self) -> None:
+        # In field order, so the first problem reported is the first key's. A subclass that
+        # has its own __post_init__ must call this one.
+        for name in ("paths", "exclude_paths", "rotated_paths"):
+            if any(not p.strip() for p in getattr(self, name)):
+                raise FieldError(name, "empty path pattern")
+        self.encoding = _known_encoding(self.encoding)
+        for name, least in (("max_line_bytes", 256), ("read_chunk_bytes", 4096)):
+            if getattr(self, name) < least:
+                raise FieldError(name, f"must be greater than or equal to {least}")
+        for name in ("poll_interval", "rescan_interval"):
+            if getattr(self, name) <= 0:
+                raise FieldError(name, "must be greater than 0")
 
     def framing(self) -> Literal["cri", "docker"] | None:
         """How a container runtime frames the lines of these files, when it does: ``cri`` (containerd, CRI-O:
@@ -66,26 +72,20 @@ class TailConfig(BaseModel):
         """
         return None
 
-    @field_validator("encoding")
-    @classmethod
-    def _known_encoding(cls, value: str) -> str:
-        try:
-            info = codecs.lookup(value)
-        except LookupError:
-            raise ValueError(f"unknown encoding {value!r}") from None
-        if not getattr(info, "_is_text_encoding", True):
-            raise ValueError(f"{value!r} is not a text encoding")
-        try:
-            ok = "\n".encode(info.name) == b"\n" and b"a\nb".decode(info.name) == "a\nb"
-        except (UnicodeError, LookupError):
-            ok = False
-        if not ok:
-            raise ValueError(f"encoding {value!r} is not ASCII-compatible (newline must be the byte 0x0A)")
-        return info.name
 
-    @field_validator("paths", "exclude_paths", "rotated_paths")
-    @classmethod
-    def _non_empty(cls, value: list[str]) -> list[str]:
-        if any(not p.strip() for p in value):
-            raise ValueError("empty path pattern")
-        return value
+def _known_encoding(value: str) -> str:
+    """The codec's canonical name (``GBK`` -> ``gbk``); a config error on ``encoding`` unless it is a text
+    encoding in which a newline is the byte 0x0A (the tailer splits lines on bytes)."""
+    try:
+        info = codecs.lookup(value)
+    except LookupError:
+        raise FieldError("encoding", f"unknown encoding {value!r}") from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise FieldError("encoding", f"{value!r} is not a text encoding")
+    try:
+        ok = "\n".encode(info.name) == b"\n" and b"a\nb".decode(info.name) == "a\nb"
+    except (UnicodeError, LookupError):
+        ok = False
+    if not ok:
+        raise FieldError("encoding", f"encoding {value!r} is not ASCII-compatible (newline must be the byte 0x0A)")
+    return info.name
