@@ -229,6 +229,8 @@ def _validate(data: dict[str, Any]) -> Config:
             prefix = (key,) if index is None else (key, index)
             problems.extend(Problem((*prefix, *p.path), p.message, p.kind)
                             for p in _problems_of(model, entry, label_keys))
+    root = {key: value for key, value in data.items() if key not in {section for section, _, _ in _SECTIONS}}
+    problems.extend(_problems_of(Config, root, label_keys))  # the top-level keys themselves (labels, log_level ...)
     raise ModelError(problems)
 
 

@@ -125,10 +125,36 @@ def validate(model: type[T], data: Any, *, labels: Iterable[str] = ()) -> T:
     try:
         return msgspec.convert(data, model, strict=False, dec_hook=_decode)
     except msgspec.ValidationError as exc:
-        raise ModelError([problem_of(exc)]) from None
+        problem = problem_of(exc)
+        if problem.message.startswith("Invalid enum value "):
+            choices = _choices(model, problem.path)
+            if choices:
+                problem = problem._replace(message=f"{problem.message}: use one of {', '.join(map(str, choices))}")
+        raise ModelError([problem]) from None
     finally:
         if token is not None:
             _GLOBAL_LABELS.reset(token)
+
+
+def _choices(model: Any, path: KeyPath) -> tuple[Any, ...]:
+    """The values of the ``Literal`` at ``path`` of ``model`` (for "Invalid enum value": say what is valid)."""
+    import msgspec.inspect as types  # only when a config has such an error
+
+    def step(node: Any, part: str | int) -> Any:
+        if isinstance(node, types.UnionType):
+            return next((found for t in node.types if (found := step(t, part)) is not None), None)
+        if isinstance(node, types.StructType) and isinstance(part, str):
+            return next((f.type for f in node.fields if f.name == part), None)
+        if isinstance(node, types.ListType) and isinstance(part, int):
+            return node.item_type
+        return node.value_type if isinstance(node, types.DictType) else None
+
+    node: Any = types.type_info(model)
+    for part in path:
+        if (node := step(node, part)) is None:
+            return ()
+    options = node.types if isinstance(node, types.UnionType) else (node,)
+    return next((t.values for t in options if isinstance(t, types.LiteralType)), ())
 
 
 def _decode(kind: type, value: Any) -> Any:
@@ -174,6 +200,8 @@ def problem_of(exc: msgspec.ValidationError) -> Problem:
     elif exact and (missing := _MISSING.fullmatch(message)):
         path.append(missing["key"])
         message, kind = "required key is missing", "missing"
+    elif kind == "value":  # msgspec's JSON words for the YAML's kinds of value
+        message = message.replace("`array`", "`list`").replace("`object`", "`mapping`")
     return Problem(tuple(path), message, kind)
 
 

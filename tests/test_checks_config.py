@@ -81,7 +81,8 @@ def test_flapping_forms() -> None:
 
 
 def test_common_keys_validation() -> None:
-    assert "unknown_status: Invalid enum value 'Ok'" in error_text(memory={"warning": 1}, unknown_status="Ok")
+    assert "unknown_status: Invalid enum value 'Ok': use one of Critical, Info, Warning" in error_text(
+        memory={"warning": 1}, unknown_status="Ok")
     assert "failures_before_alert: Expected `int` >= 1" in error_text(memory={"warning": 1}, failures_before_alert=0)
     assert "interval: must be greater than 0" in error_text(memory={"warning": 1}, interval=0)
     assert "labels: label keys ['bad-key']" in error_text(memory={"warning": 1}, labels={"bad-key": "x"})

@@ -161,3 +161,35 @@ def test_each_agent_redacts_its_own_secrets_in_the_shared_log_stream() -> None:
         structlog.reset_defaults()
     logged = out.getvalue()
     assert "first-agent-secret" not in logged and "second-agent-secret" not in logged and '"b": "x *** y"' in logged
+
+
+def test_an_invalid_config_lists_a_problem_per_section_and_entry() -> None:
+    # msgspec stops at a value's first problem: agent/config.py validates again per section, per entry and past
+    # each unknown key, so one check-config run shows what a user has to fix across the file
+    message = error_of("""\
+        flashduty: {max_per_second: 0}
+        outbox: {on_full: sometimes}
+        labels: {env: 5}
+        logs:
+          - name: app
+            paths: ["/var/log/app.log"]
+            format: jsn
+          - nom: x
+            paths: ["/var/log/x.log"]
+        checks:
+          - name: c1
+            tcp: {host: h, port: 70000}
+          - name: c2
+            memory: {warning: 80}
+            bogus: 1
+        """)
+    assert message.splitlines() == [
+        "cfg.yaml:1:29: flashduty.max_per_second: Expected `int` >= 1",
+        "cfg.yaml:2:19: outbox.on_full: Invalid enum value 'sometimes': use one of block_sources, drop_oldest",
+        "cfg.yaml:3:9: labels: Expected `str`, got `int`",
+        "cfg.yaml:7:13: logs[0].format: Invalid enum value 'jsn': use one of cri, docker, json, logfmt, raw",
+        "cfg.yaml:8:5: logs[1].name: required key is missing",
+        "cfg.yaml:8:5: logs[1].nom: unknown key",
+        "cfg.yaml:12:26: checks[0].tcp.port: Expected `int` <= 65535",
+        "cfg.yaml:15:5: checks[1].bogus: unknown key",
+    ]

@@ -5,7 +5,7 @@ value type that validates a nested model."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pytest
 
@@ -38,6 +38,7 @@ class Outer(Model, dict=True):
     inners: list[Inner] = field(default_factory=list)
     wrapped: Wrapped | None = None
     seen_labels: frozenset[str] = frozenset()
+    modes: list[Literal["fast", "safe"]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.name == "bad":
@@ -62,6 +63,9 @@ def problem(data: Any) -> Problem:
     ({"name": "a", "inners": [{"port": 1, "bogus": 2}]}, Problem(("inners", 0, "bogus"), "unknown key", "unknown")),
     ({"name": "a", "inners": [{}]}, Problem(("inners", 0, "port"), "required key is missing", "missing")),
     ({"name": "bad"}, Problem((), "the name is bad")),
+    ({"name": "a", "inners": {}}, Problem(("inners",), "Expected `list`, got `mapping`")),
+    ({"name": "a", "modes": ["safe", "quick"]},
+     Problem(("modes", 1), "Invalid enum value 'quick': use one of fast, safe")),
     ({"name": "a", "wrapped": {"port": 70000}}, Problem(("wrapped", "port"), "Expected `int` <= 65535")),
     ({"name": "a", "wrapped": {"port": 5, "timeout": "2m"}}, Problem(("wrapped", "timeout"), "at most 60s")),
 ])
@@ -88,4 +92,4 @@ def test_copy_replaces_fields_and_keeps_other_attributes() -> None:
     copied = outer.model_copy(update={"name": "b"})
     assert (copied.name, copied.inners, copied.origin) == ("b", outer.inners, "main.yaml")  # type: ignore[attr-defined]
     dumped = outer.model_dump(exclude={"wrapped", "seen_labels"})
-    assert dumped == {"name": "a", "inners": [{"port": 1, "timeout": 5.0}]}
+    assert dumped == {"name": "a", "inners": [{"port": 1, "timeout": 5.0}], "modes": []}

@@ -33,7 +33,7 @@ def test_config_defaults_and_validation() -> None:
     nested = problem({"name": "x", "paths": ["a"], "multiline": {"start": "("}})
     assert nested.startswith("multiline.start: invalid regex")
     assert problem({"name": "x", "paths": ["a", " "]}) == "paths: empty path pattern"
-    assert problem({"name": "x", "paths": []}) == "paths: Expected `array` of length >= 1"
+    assert problem({"name": "x", "paths": []}) == "paths: Expected `list` of length >= 1"
     assert problem({"name": "x", "paths": ["a"], "max_line_bytes": "100B"}) == ("max_line_bytes: must be greater than "
                                                                                 "or equal to 256")
     assert problem({"name": "x", "paths": ["a"], "poll_interval": 0}) == "poll_interval: must be greater than 0"
