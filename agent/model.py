@@ -72,6 +72,14 @@ class Model(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         """Checks across fields (none here; a subclass that adds some calls ``super().__post_init__()``)."""
 
+    def require_positive(self, *names: str) -> None:
+        """FieldError on the first of ``names`` whose value is not above 0 (durations, intervals); UNSET and
+        None (not given) pass. For unit types, which msgspec's ``Meta(gt=0)`` does not take."""
+        for name in names:
+            value = getattr(self, name)
+            if value is not None and value is not UNSET and not value > 0:
+                raise FieldError(name, "must be greater than 0")
+
     @classmethod
     def model_validate(cls: type[M], data: Any) -> M:
         """``data`` (YAML-shaped: dicts, lists, scalars) validated into this model; raises :class:`ModelError`."""

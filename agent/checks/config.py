@@ -392,10 +392,7 @@ class CheckConfig(Model):
             value = getattr(self, key)
             if value is not None:
                 _template(key, value)
-        for key in ("interval", "timeout"):
-            value = getattr(self, key)
-            if value is not UNSET and value <= 0:
-                raise FieldError(key, "must be greater than 0")
+        self.require_positive("interval", "timeout")
         if self.repeat_interval is not None and self.repeat_interval <= 0:
             raise FieldError("repeat_interval", "must be greater than 0 (leave it out to never repeat)")
 

@@ -14,6 +14,7 @@ sets and what a class matches), ``translate`` (a pattern as a superset the engin
 
 from agent.match.cache import MAX_FILES, CacheState, MatchCache
 from agent.match.engines import EngineName, available_engines
-from agent.match.matcher import LineMatch, MultiMatcher
+from agent.match.matcher import LineMatch, MultiMatcher, compile_pattern
 
-__all__ = ["MAX_FILES", "CacheState", "EngineName", "LineMatch", "MatchCache", "MultiMatcher", "available_engines"]
+__all__ = ["MAX_FILES", "CacheState", "EngineName", "LineMatch", "MatchCache", "MultiMatcher", "available_engines",
+           "compile_pattern"]

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from agent.events import SOURCE_LABEL_FIELDS, template_fields, template_paths, validate_template
+from agent.match import compile_pattern
 from agent.model import UNSET, FieldError, Meta, Model, UnsetType, field, global_labels
 from agent.rules.where import Conditions, validate_path
 from agent.units import Duration
@@ -30,8 +31,9 @@ _TRACKED = ("threshold", "resolve", "alert_key", "description")
 
 
 def compile_regex(pattern: str) -> re.Pattern[str]:
+    """The rule's pattern compiled (remembered: ``agent.match.compile_pattern``), or a ValueError for the config."""
     try:
-        return re.compile(pattern)
+        return compile_pattern(pattern)
     except re.error as exc:
         raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
 
@@ -77,8 +79,7 @@ class AbsentConfig(Model):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.after > 0:
-            raise FieldError("after", "must be greater than 0")
+        self.require_positive("after")
 
 
 class ExpectConfig(Model):
@@ -90,8 +91,7 @@ class ExpectConfig(Model):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_regex("match", self.match)
-        if not self.within > 0:
-            raise FieldError("within", "must be greater than 0")
+        self.require_positive("within")
 
 
 RuleKind = Literal["match", "absent", "expect"]

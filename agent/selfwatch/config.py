@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from agent.model import FieldError, Model
+from agent.model import Model
 from agent.units import Duration
 
 
@@ -22,6 +22,4 @@ class SelfAlertsConfig(Model):
     interval: Duration = 10.0  # how often the agent looks at itself (reads every source's status)
 
     def __post_init__(self) -> None:
-        for name in ("lag", "quiet", "interval"):
-            if getattr(self, name) <= 0:
-                raise FieldError(name, "must be greater than 0")
+        self.require_positive("lag", "quiet", "interval")

@@ -58,9 +58,7 @@ class TailConfig(Model):
         for name, least in (("max_line_bytes", 256), ("read_chunk_bytes", 4096)):
             if getattr(self, name) < least:
                 raise FieldError(name, f"must be greater than or equal to {least}")
-        for name in ("poll_interval", "rescan_interval"):
-            if getattr(self, name) <= 0:
-                raise FieldError(name, "must be greater than 0")
+        self.require_positive("poll_interval", "rescan_interval")
 
     def framing(self) -> Literal["cri", "docker"] | None:
         """How a container runtime frames the lines of these files, when it does: ``cri`` (containerd, CRI-O:
