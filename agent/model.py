@@ -131,7 +131,7 @@ def validate(model: type[T], data: Any, *, labels: Iterable[str] = ()) -> T:
     """
     token = _GLOBAL_LABELS.set(frozenset(labels)) if labels else None
     try:
-        return msgspec.convert(data, model, strict=False, dec_hook=_decode)
+        return _plain(msgspec.convert(data, model, strict=False, dec_hook=_decode))
     except msgspec.ValidationError as exc:
         problem = problem_of(exc)
         if problem.message.startswith("Invalid enum value "):
@@ -142,6 +142,35 @@ def validate(model: type[T], data: Any, *, labels: Iterable[str] = ()) -> T:
     finally:
         if token is not None:
             _GLOBAL_LABELS.reset(token)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with the unit types' numbers (``Duration`` ... subclass float and int: msgspec wants an instance of
+    the declared type back from the decode hook) replaced by plain floats and ints, in place. Downstream the numbers
+    must be the builtins: orjson refuses a float subclass (an alert's state fell back to the ~5x slower ``json``
+    module on every change), and the interpreter's fast paths are for exact types."""
+    kind = type(value)
+    if kind in (str, int, float, bool) or value is None:
+        return value
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, int) and kind is not bool:
+        return int(value)
+    if isinstance(value, msgspec.Struct):
+        for name in value.__struct_fields__:
+            item = getattr(value, name)
+            plain = _plain(item)
+            if plain is not item:
+                setattr(value, name, plain)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            value[index] = _plain(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            value[key] = _plain(item)
+    elif isinstance(value, tuple):
+        return tuple(_plain(item) for item in value)
+    return value
 
 
 def _choices(model: Any, path: KeyPath) -> tuple[Any, ...]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import orjson
 import pytest
 
 from agent.model import FieldError, Meta, Model, ModelError, Problem, field, global_labels, validate
@@ -93,3 +94,13 @@ def test_copy_replaces_fields_and_keeps_other_attributes() -> None:
     assert (copied.name, copied.inners, copied.origin) == ("b", outer.inners, "main.yaml")  # type: ignore[attr-defined]
     dumped = outer.model_dump(exclude={"wrapped", "seen_labels"})
     assert dumped == {"name": "a", "inners": [{"port": 1, "timeout": 5.0}], "modes": []}
+
+
+def test_unit_values_are_plain_numbers_once_validated() -> None:
+    # msgspec needs a Duration (a float subclass) back from the decode hook; downstream code must see a float:
+    # orjson refuses float subclasses (an alert's state once fell back to the slow json module on every change)
+    outer = Outer.model_validate({"name": "a", "inners": [{"port": 1, "timeout": "1.5s"}], "wrapped": {"port": 2,
+                                                                                                   "timeout": "2s"}})
+    assert type(outer.inners[0].timeout) is float
+    assert outer.wrapped is not None and type(outer.wrapped.inner.timeout) is float
+    assert orjson.dumps({"t": outer.inners[0].timeout}) == b'{"t":1.5}'
