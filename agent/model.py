@@ -13,7 +13,8 @@ How a model is written (``agent/outbox/config.py`` is the smallest example):
   path) or :class:`FieldError` (blamed on a key below it: ``FieldError("port", "...")``).
 * A value with its own syntax (``30s``, ``256MiB``, a regex, "a scalar means eq") is a class with a
   ``from_config(value)`` classmethod (``agent.units``): msgspec hands it the raw YAML value through
-  :func:`validate`'s decode hook, so the same message and ``file:line:col`` come out wherever it is used.
+  :func:`validate`'s decode hook, so the same message and ``file:line:col`` come out wherever it is used. (A
+  type that subclasses float or int must return an instance of itself; ``validate`` then stores the plain number.)
 * ``Model.model_validate(data)`` validates and raises :class:`ModelError` (a ``ValueError``) whose
   ``problems`` carry key paths; ``agent.config`` maps those to ``FILE:LINE:COL``. Calling ``XConfig(...)``
   directly builds a value without parsing units (like ``dataclasses``): tests and code that start from YAML-
