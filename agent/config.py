@@ -32,7 +32,7 @@ from agent.config_yaml import (
 from agent.format import FormatName, framing_of, normalize_chain
 from agent.health import HealthConfig
 from agent.journal import JournalConfig
-from agent.model import FieldError, Model, ModelError, Problem, field, validate
+from agent.model import FieldError, Model, ModelError, Problem, blame, field, validate
 from agent.outbox import OutboxConfig
 from agent.rules import RuleConfig, RuleSet
 from agent.selfwatch.config import SelfAlertsConfig
@@ -99,12 +99,8 @@ def _check_rules(rules: list[RuleConfig], structured: bool, owner: str) -> None:
     """What a rule may name depends on its source (fields need a format): checked here, blamed on the rule."""
     seen: set[str] = set()
     for index, rule in enumerate(rules):
-        try:
+        with blame(("rules", index)):
             rule.check_for_source(structured)
-        except FieldError as exc:
-            raise FieldError(("rules", index, *exc.path), str(exc)) from None
-        except ValueError as exc:
-            raise FieldError(("rules", index), str(exc)) from None
         if rule.name in seen:
             raise FieldError(("rules", index, "name"), f"rule name {rule.name!r} is used twice in {owner}")
         seen.add(rule.name)
@@ -134,9 +130,7 @@ class Config(Model, dict=True):
         the top-level labels."""
         if isinstance(data, dict):
             data = {**data, "flashduty": _as_list(data["flashduty"])} if "flashduty" in data else data
-            labels = data.get("labels")
-            return validate(cls, data, labels=labels if isinstance(labels, dict) else ())
-        return validate(cls, data)
+        return validate(cls, data, labels=_label_keys(data))
 
     def __post_init__(self) -> None:
         # from `include:` (agent/config_files.py): read when loading, not keys of the file
@@ -205,6 +199,11 @@ def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, dict) else value
 
 
+def _label_keys(data: Any) -> Any:
+    labels = data.get("labels") if isinstance(data, dict) else None
+    return labels if isinstance(labels, dict) else ()
+
+
 _SECTIONS: tuple[tuple[str, type[Model], bool], ...] = (
     ("flashduty", OutputConfig, True), ("outbox", OutboxConfig, False), ("health", HealthConfig, False),
     ("alerts", AlertsConfig, False), ("logs", LogSourceConfig, True), ("journal", JournalSourceConfig, True),
@@ -218,12 +217,13 @@ def _validate(data: dict[str, Any]) -> Config:
         return Config.model_validate(data)
     except ModelError as exc:
         problems = list(exc.problems)
-    labels = data.get("labels")
-    label_keys = labels if isinstance(labels, dict) else ()
+    label_keys = _label_keys(data)
     for key, model, many in _SECTIONS:
-        value = data.get(key)
-        entries = list(enumerate(_as_list(value))) if many and isinstance(_as_list(value), list) else []
-        if not many and isinstance(value, dict):
+        value = _as_list(data.get(key)) if many else data.get(key)
+        entries: list[tuple[int | None, Any]] = []
+        if many and isinstance(value, list):
+            entries = list(enumerate(value))
+        elif not many and isinstance(value, dict):
             entries = [(None, value)]
         for index, entry in entries:
             prefix = (key,) if index is None else (key, index)

@@ -23,16 +23,29 @@ How a model is written (``agent/outbox/config.py`` is the smallest example):
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from typing import Any, Literal, NamedTuple, TypeVar
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType, field
 
-__all__ = ["UNSET", "FieldError", "KeyPath", "Meta", "Model", "ModelError", "Problem", "UnsetType", "field",
-           "global_labels", "validate"]
+__all__ = [
+    "UNSET",
+    "FieldError",
+    "KeyPath",
+    "Meta",
+    "Model",
+    "ModelError",
+    "Problem",
+    "UnsetType",
+    "blame",
+    "field",
+    "global_labels",
+    "validate",
+]
 
 KeyPath = tuple[str | int, ...]
 ProblemKind = Literal["value", "unknown", "missing"]
@@ -65,6 +78,19 @@ class FieldError(ValueError):
         super().__init__(message)
         self.path: KeyPath = path if isinstance(path, tuple) else (path,)
         self.kind: ProblemKind = kind
+
+
+@contextlib.contextmanager
+def blame(path: str | int | KeyPath) -> Iterator[None]:
+    """A check run inside blames its ValueError on the key at ``path`` (a FieldError's own path goes below it), so
+    the error points at the line the user has to change: ``with blame("match"): compile_regex(self.match)``."""
+    prefix = path if isinstance(path, tuple) else (path,)
+    try:
+        yield
+    except FieldError as exc:
+        raise FieldError((*prefix, *exc.path), str(exc), exc.kind) from None
+    except ValueError as exc:
+        raise FieldError(prefix, str(exc)) from None
 
 
 class Model(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

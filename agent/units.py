@@ -8,7 +8,8 @@ wherever it appears. To a type checker they are plain floats and ints, which is 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -89,31 +90,28 @@ def parse_percent(value: object) -> float:
     return number
 
 
+def value_type(name: str, base: type, parse: Callable[[object], Any], doc: str, module: str = __name__) -> type:
+    """A config value type (see agent/model.py): a ``base`` (float, int, str, list) whose ``from_config`` takes the
+    raw YAML value through ``parse``. msgspec wants an instance of the declared type back, hence the subclass;
+    ``agent.model.validate`` stores plain numbers in the end."""
+
+    def from_config(cls: type, value: object) -> Any:
+        return cls(parse(value))
+
+    return type(name, (base,), {"__doc__": doc, "__slots__": (), "__module__": module,
+                                "from_config": classmethod(from_config)})
+
+
 if TYPE_CHECKING:
     Duration = float
     ByteSize = int
     Percent = float
 else:
-    class Duration(float):
-        """Seconds, written in the config as ``30s``, ``5m``, ``1h30m``, ``500ms`` or a bare number."""
-
-        @classmethod
-        def from_config(cls, value: object) -> Duration:
-            return cls(parse_duration(value))
-
-    class ByteSize(int):
-        """Bytes, written in the config as ``64KiB``, ``256MiB`` or a bare integer."""
-
-        @classmethod
-        def from_config(cls, value: object) -> ByteSize:
-            return cls(parse_size(value))
-
-    class Percent(float):
-        """A percentage 0..100, written as ``80%``."""
-
-        @classmethod
-        def from_config(cls, value: object) -> Percent:
-            return cls(parse_percent(value))
+    Duration = value_type("Duration", float, parse_duration,
+                          "Seconds, written in the config as ``30s``, ``5m``, ``1h30m``, ``500ms`` or a bare number.")
+    ByteSize = value_type("ByteSize", int, parse_size, "Bytes, written in the config as ``64KiB``, ``256MiB`` or a "
+                                                       "bare integer.")
+    Percent = value_type("Percent", float, parse_percent, "A percentage 0..100, written as ``80%``.")
 
 
 def format_duration(seconds: float) -> str:

@@ -11,8 +11,8 @@ import re
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from agent.events import validate_template
-from agent.model import UNSET, FieldError, Meta, Model, UnsetType, field, validate
-from agent.units import Duration, Percent, parse_duration
+from agent.model import UNSET, FieldError, Meta, Model, UnsetType, blame, field, validate
+from agent.units import Duration, Percent, parse_duration, value_type
 
 EffectiveStatus = Literal["Ok", "Warning", "Critical", "Info"]
 """A Flashduty ``event_status``: what a check's result means for its alert."""
@@ -106,39 +106,15 @@ if TYPE_CHECKING:
     CommandArg = str
     StatusCodes = list[int]
 else:
-    class Milliseconds(float):
-        """Milliseconds (``*_ms`` keys): a bare number means ms, ``1.5s`` is converted."""
-
-        @classmethod
-        def from_config(cls, value: object) -> Milliseconds:
-            return cls(_parse_milliseconds(value))
-
-    class Regex(str):
-        """A regular expression, compiled once while the config loads to reject a bad one."""
-
-        __slots__ = ()
-
-        @classmethod
-        def from_config(cls, value: object) -> Regex:
-            return cls(_regex(value))
-
-    class CommandArg(str):
-        """One argument of ``command``: a YAML number is taken as its text, a YAML boolean is refused."""
-
-        __slots__ = ()
-
-        @classmethod
-        def from_config(cls, value: object) -> CommandArg:
-            return cls(_command_argument(value))
-
-    class StatusCodes(list):
-        """``expect_status``: a list of HTTP status codes, or one code."""
-
-        __slots__ = ()
-
-        @classmethod
-        def from_config(cls, value: object) -> StatusCodes:
-            return cls(_status_codes(value))
+    Milliseconds = value_type("Milliseconds", float, _parse_milliseconds,
+                              "Milliseconds (``*_ms`` keys): a bare number means ms, ``1.5s`` is converted.", __name__)
+    Regex = value_type("Regex", str, _regex, "A regular expression, compiled once while the config loads to reject "
+                                             "a bad one.", __name__)
+    CommandArg = value_type("CommandArg", str, _command_argument,
+                            "One argument of ``command``: a YAML number is taken as its text, a YAML boolean is "
+                            "refused.", __name__)
+    StatusCodes = value_type("StatusCodes", list, _status_codes, "``expect_status``: a list of HTTP status codes, or "
+                                                                  "one code.", __name__)
 
 
 def _ordered(warning: float | None, critical: float | None, what: str, *, rising: bool = True) -> None:
@@ -422,10 +398,8 @@ class CheckConfig(Model):
 
 
 def _template(key: str, template: str) -> None:
-    try:
+    with blame(key):
         validate_template(template)
-    except ValueError as exc:
-        raise FieldError(key, str(exc)) from None
 
 
 def validate_unique_names(checks: list[CheckConfig]) -> None:

@@ -13,7 +13,7 @@ import msgspec
 
 from agent.events import SOURCE_LABEL_FIELDS, template_fields, template_paths, validate_template
 from agent.match import compile_pattern
-from agent.model import UNSET, FieldError, Meta, Model, UnsetType, field, global_labels
+from agent.model import UNSET, Meta, Model, UnsetType, blame, field, global_labels
 from agent.rules.where import Conditions, validate_path
 from agent.units import Duration
 
@@ -40,18 +40,14 @@ def compile_regex(pattern: str) -> re.Pattern[str]:
 
 def _check_regex(key: str, pattern: str | None) -> None:
     if pattern is not None:
-        try:
+        with blame(key):
             compile_regex(pattern)
-        except ValueError as exc:
-            raise FieldError(key, str(exc)) from None
 
 
 def _check_template(key: str | tuple[str, str], template: str | None) -> None:
     if template is not None:
-        try:
+        with blame(key):
             validate_template(template)
-        except ValueError as exc:
-            raise FieldError(key, str(exc)) from None
 
 
 class ThresholdConfig(Model):
@@ -223,15 +219,8 @@ class RuleConfig(Model, dict=True):
     def model_copy(self, *, update: dict[str, Any] | None = None) -> RuleConfig:
         """A copy with some fields replaced; the defaults that were not given stay "not given" (``__post_init__``
         runs again on the copy and would otherwise take them for given)."""
-        return msgspec.structs.replace(self, **{**self._not_given(), **(update or {})})
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        """Pickled as its fields, with the same care as :meth:`model_copy`."""
-        fields = {name: getattr(self, name) for name in self.__struct_fields__}
-        return _rebuild, (type(self), {**fields, **self._not_given()})
-
-    def _not_given(self) -> dict[str, Any]:
-        return {name: UNSET for name in _TRACKED if name not in self._given}
+        not_given = {name: UNSET for name in _TRACKED if name not in self._given}
+        return msgspec.structs.replace(self, **{**not_given, **(update or {})})
 
     def pattern(self) -> str | None:
         """The regex over the message (None: a rule of ``where`` conditions alone)."""
@@ -256,7 +245,3 @@ class RuleConfig(Model, dict=True):
         for template in (self.title, self.description, self.alert_key or "", *self.labels.values()):
             paths |= template_paths(template)
         return paths - ALERT_FIELDS
-
-
-def _rebuild(cls: type[RuleConfig], fields: dict[str, Any]) -> RuleConfig:
-    return cls(**fields)

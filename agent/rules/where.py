@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from agent.format.values import MISSING, as_number, as_text
-from agent.model import FieldError
+from agent.model import FieldError, blame
 
 OPERATORS = ("eq", "ne", "in", "not_in", "match", "not_match", "gt", "gte", "lt", "lte", "exists")
 _PATH = re.compile(r"[^\s.]+(?:\.[^\s.]+)*\Z")
@@ -146,12 +146,8 @@ else:
                 validate_path(path)
             conditions = cls()
             for path, condition in value.items():
-                try:
+                with blame(path):
                     conditions[path] = FieldCondition.from_config(condition)
-                except FieldError as exc:
-                    raise FieldError((path, *exc.path), str(exc), exc.kind) from None
-                except ValueError as exc:
-                    raise FieldError(path, str(exc)) from None
             return conditions
 
         def to_config(self) -> dict[str, Any]:
