@@ -32,6 +32,28 @@ Candidate = tuple[int, str, list[int]]
 """(line index, or -1 on the undecoded path where only nominated lines are decoded; line; sides to test)."""
 
 
+_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u([0-9a-fA-F]{4})")
+"""A ``\\uXXXX`` escape itself (an even run of backslashes before it: ``\\\\u00e9`` is an escaped backslash)."""
+_STILL_ESCAPED = re.compile(r"\\u[0-9a-fA-F]{4}")
+
+
+def _written_out(m: re.Match[str]) -> str:
+    code = int(m[2], 16)
+    if code < 0x20 or code in (0x22, 0x5C) or 0xD800 <= code <= 0xDFFF:
+        return m[0]  # must stay escaped in JSON (a control character, a quote, a backslash, half a pair)
+    return m[1] + chr(code)
+
+
+def write_out_escapes(line: str) -> str | None:
+    """The line with its ``\\uXXXX`` escapes written as the characters they stand for: the same JSON text to a
+    parser (an escape stands only inside a string, and only characters a string may hold are written out), so
+    every prefilter, a superset of its condition over any JSON text without escapes, holds on it when the
+    condition holds on the record. None when an escape is left (a quote, a control character, a surrogate, an
+    escape inside an escaped string of a container's message): such a line stays a candidate for every side."""
+    text = _ESCAPE.sub(_written_out, line)
+    return None if _STILL_ESCAPED.search(text) else text
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     matcher: MultiMatcher
@@ -109,28 +131,50 @@ class RawFilter:
             for i, j, _m in plan.matcher.scan(lines, data):
                 per_line[i].add(j)
             grouped = [(i, lines[i], found) for i, found in sorted(per_line.items())]
-        out: list[Candidate] = []
         counts: dict[int, int] = defaultdict(int)
-        global_of, sides_of, required = plan.global_of, plan.sides_of, self.required
-        for index, line, found in grouped:
-            if any(global_of[j] < 0 for j in found):  # a \uXXXX escape can hide any literal: every side
-                out.append((index, line, list(self.prefiltered)))
+        global_of = plan.global_of
+        wanted_of: list[list[int] | None] = []
+        escaped: list[tuple[int, str]] = []  # (position in grouped, the line with its escapes written out)
+        for _index, line, found in grouped:
+            if any(global_of[j] < 0 for j in found):
+                # A \uXXXX escape can hide any literal. Written out, the line is the same record (see
+                # write_out_escapes) and is nominated like any other; one the rewrite cannot rid of every escape
+                # is a candidate for every side.
+                text = write_out_escapes(line)
+                if text is None:
+                    wanted_of.append(list(self.prefiltered))
+                else:
+                    wanted_of.append(None)
+                    escaped.append((len(wanted_of) - 1, text))
                 continue
-            wanted: list[int] = []
-            if plan.sampling:
-                present = {global_of[j] for j in found}
-                for g in present:
-                    counts[g] += 1
-                for j in found:
-                    wanted += [s for s in sides_of.get(j, ()) if all(r in present for r in required[s])]
-            else:
-                for j in found:
-                    wanted += [s for s in sides_of.get(j, ()) if all(rx.search(line) for rx in plan.rest[s])]
-            if wanted:
-                out.append((index, line, sorted(wanted)))
+            wanted_of.append(self._wanted(plan, found, line, counts))
+        if escaped:
+            found_in: dict[int, set[int]] = defaultdict(set)
+            for k, j, _m in plan.matcher.scan([text for _, text in escaped]):
+                found_in[k].add(j)
+            for k, (position, text) in enumerate(escaped):
+                found = found_in.get(k, set())
+                wanted_of[position] = (list(self.prefiltered) if any(global_of[j] < 0 for j in found)
+                                       else self._wanted(plan, found, text, counts))
+        out = [(index, line, wanted) for (index, line, _), wanted in zip(grouped, wanted_of, strict=True) if wanted]
         if plan.sampling:
             self._learn(plan, counts, len(lines))
         return out
+
+    def _wanted(self, plan: _Plan, found: set[int], text: str, counts: dict[int, int]) -> list[int]:
+        """The sides whose required patterns all match ``text`` (the engine found ``found`` in it)."""
+        global_of, sides_of, required = plan.global_of, plan.sides_of, self.required
+        wanted: list[int] = []
+        if plan.sampling:
+            present = {global_of[j] for j in found}
+            for g in present:
+                counts[g] += 1
+            for j in found:
+                wanted += [s for s in sides_of.get(j, ()) if all(r in present for r in required[s])]
+        else:
+            for j in found:
+                wanted += [s for s in sides_of.get(j, ()) if all(rx.search(text) for rx in plan.rest[s])]
+        return sorted(wanted)
 
     def _learn(self, plan: _Plan, counts: dict[int, int], lines: int) -> None:
         """Count what the sampling plan saw; once enough lines were seen, switch to the lean plan."""
