@@ -115,6 +115,8 @@ class Config(Model, dict=True):
     log_level: str = "info"
     log_format: Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal, JSON lines otherwise
     shutdown_timeout: Duration = 10.0
+    rule_processes: Literal["auto"] | int = "auto"
+    """Worker processes that match structured backlogs (agent/rules/processes.py); ``processes()`` resolves it."""
     flashduty: list[OutputConfig] = field(default_factory=lambda: [OutputConfig()])
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
@@ -132,7 +134,17 @@ class Config(Model, dict=True):
             data = {**data, "flashduty": _as_list(data["flashduty"])} if "flashduty" in data else data
         return validate(cls, data, labels=_label_keys(data))
 
+    def processes(self) -> int:
+        """``auto``: one rule process per CPU this process may run on, up to 4, and none on a single CPU
+        (the agent process itself needs that core)."""
+        if self.rule_processes != "auto":
+            return self.rule_processes
+        cpus = len(os.sched_getaffinity(0))
+        return 0 if cpus < 2 else min(cpus, 4)
+
     def __post_init__(self) -> None:
+        if self.rule_processes != "auto" and self.rule_processes < 0:
+            raise FieldError(("rule_processes",), "must be auto, 0 (threads only) or a number of processes")
         # from `include:` (agent/config_files.py): read when loading, not keys of the file
         self._files: list[str] = []
         self._include_globs: list[str] = []

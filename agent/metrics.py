@@ -217,6 +217,10 @@ def snapshot_counters(snap: dict[str, Any]) -> list[CounterFamily]:
          "(catastrophic backtracking).", ["source", "rule"], snap["lines_abandoned"]),
         ("dutytail_parse_errors", "Lines of a structured source that did not parse as its format (matched "
          "as plain text instead).", ["source", "format"], snap["parse_errors"]),
+        ("dutytail_rule_process_batches", "Batches of a structured backlog matched in a rule process "
+         "(rule_processes).", ["source"], snap["process_batches"]),
+        ("dutytail_rule_process_failures", "Batches a rule process failed on (matched again in the agent process; "
+         "nothing lost).", ["source"], snap["process_failures"]),
         ("dutytail_events_queued", "Events committed to the outbox, by status.", ["status"], snap["events"]),
         ("dutytail_events_dropped", "Events the agent dropped, by reason.", ["reason"], snap["dropped"]),
         ("dutytail_events_suppressed", "Events held back by storm control, by reason.", ["reason"],

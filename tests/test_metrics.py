@@ -69,7 +69,8 @@ class _OracleSnapshot(Collector):
 SNAPSHOT_FAMILIES = {
     "dutytail_lines_read", "dutytail_bytes_read", "dutytail_lines_truncated", "dutytail_invalid_bytes",
     "dutytail_bytes_skipped", "dutytail_bytes_lost", "dutytail_rule_matches", "dutytail_lines_abandoned",
-    "dutytail_parse_errors", "dutytail_events_queued", "dutytail_events_dropped", "dutytail_events_suppressed",
+    "dutytail_parse_errors", "dutytail_rule_process_batches", "dutytail_rule_process_failures",
+    "dutytail_events_queued", "dutytail_events_dropped", "dutytail_events_suppressed",
     "dutytail_source_paused_seconds", "dutytail_check_skipped_overruns", "dutytail_check_callback_errors",
     "dutytail_check_runs", "dutytail_inotify_overflows", "dutytail_outbox_depth", "dutytail_outbox_bytes",
     "dutytail_outbox_oldest_age_seconds", "dutytail_dead_letters", "dutytail_open_alerts", "dutytail_files_tailed",
@@ -88,7 +89,7 @@ def _snapshot(rich: bool) -> dict[str, Any]:
     snap: dict[str, Any] = {key: dict(empty) for key in (
         "lines_read", "bytes_read", "lines_truncated", "invalid_bytes", "bytes_skipped", "bytes_lost", "matches",
         "events", "dropped", "suppressed", "check_runs", "lines_abandoned", "source_paused", "parse_errors",
-        "check_overruns", "check_callback_errors")}
+        "process_batches", "process_failures", "check_overruns", "check_callback_errors")}
     snap.update(outbox_depth=0, outbox_bytes=0, outbox_oldest_age=0, dead_letters=0, open_alerts=0, files_tailed=0,
                 inotify_overflows=0.0, config_error=0, disk_full=0, uptime=12.5)
     if rich:

@@ -72,7 +72,8 @@ class Agent:
         self.ticker = AlertTicker(self.engine, self.outbox)
         self.pipeline_stats = PipelineStats()
         self.sources = SourceSet(self.outbox, self.engine, self.inotify, self.ticker.tick, self.pipeline_stats,
-                                 rules_cache=str(Path(config.state_dir) / "match-cache"))
+                                 rules_cache=str(Path(config.state_dir) / "match-cache"),
+                                 rule_processes=config.processes())
         self.outputs = Outputs(self.outbox, metrics=self.metrics, redactor=self.redactor, stdout=stdout)
         self.checks = CheckRunner(self.engine, self.outbox, self.redactor)
         self.engine.set_source_look(SourceLooks(self.sources))

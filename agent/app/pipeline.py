@@ -1,4 +1,5 @@
-"""One source's pipeline: batches in file order -> rules (worker threads) -> alert engine -> the ordered writer.
+"""One source's pipeline: batches in file order -> rules (worker threads or processes) -> alert engine -> the
+ordered writer.
 
 Data flows one way and every stage is bounded: the source's queue (``QUEUE_BATCHES``), batches matched ahead
 (``MATCH_AHEAD``), the writer's backpressure, and the alert engine's capacity (a crowded engine pauses the
@@ -12,14 +13,19 @@ import collections
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 
 from agent.alerts import AlertEngine, hit_events
 from agent.config import JournalSourceConfig, LogSourceConfig
+from agent.lines import LineChunk
 from agent.outbox import Commit, Outbox, QueuedEvent
 from agent.rules import Hits, RuleSet
 from agent.source import Batch, Source
+
+if TYPE_CHECKING:  # imported when a backlog first needs it: multiprocessing costs an idle agent ~2 MiB
+    from agent.rules.processes import RuleProcesses
 
 log = structlog.get_logger(__name__)
 
@@ -29,6 +35,25 @@ HITS_PER_ROOM_CHECK = 1000  # matches fed to the alert engine between checks for
 ALERT_ROOM_WAIT = 5.0  # a crowded engine pauses a source only for resolves due within this many seconds
 INLINE_MATCH_BYTES = 8 * 1024  # batches up to this size are matched on the event loop (well under 0.1 ms)
 INLINE_MATCH_LINES = 64
+PROCESS_MIN_BYTES = 256 * 1024  # a batch this big is a backlog (a live tail hands on a few lines at a time)
+PROCESS_IDLE_SECONDS = 30.0  # a source's rule processes stop after this long without a backlog batch
+PROCESS_RETRY_SECONDS = 60.0  # after processes failed, threads only for this long
+
+
+class ProcessBudget:
+    """Rule processes the whole agent may run (``rule_processes``), shared by its sources' backlogs."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.in_use = 0
+
+    def take(self) -> int:
+        n = self.total - self.in_use
+        self.in_use += max(n, 0)
+        return max(n, 0)
+
+    def give(self, n: int) -> None:
+        self.in_use -= n
 
 
 @dataclass
@@ -43,6 +68,8 @@ class SourceRuntime:
     batches: int = 0
     matching: int = 0
     """Batches taken off the queue whose hits the alert engine has not had yet (a line read, not yet seen)."""
+    processes: RuleProcesses | None = None
+    """Worker processes matching this source's backlog, while it has one (agent/rules/processes.py)."""
 
     @property
     def busy(self) -> bool:
@@ -57,17 +84,23 @@ class PipelineStats:
     dropped_lines: dict[str, int] = field(default_factory=dict)  # reason -> lines
     paused_seconds: dict[str, float] = field(default_factory=dict)  # source -> seconds waiting for alert room
     parse_errors: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, format) -> lines
+    process_batches: dict[str, int] = field(default_factory=dict)  # source -> batches matched in rule processes
+    process_failures: dict[str, int] = field(default_factory=dict)  # source -> of those, evaluated again in a thread
     room_logged: float = 0.0
 
 
 class Pipeline:
     def __init__(self, runtime: SourceRuntime, engine: AlertEngine, outbox: Outbox,
-                 tick: Callable[[float], asyncio.Future[None]], stats: PipelineStats) -> None:
+                 tick: Callable[[float], asyncio.Future[None]], stats: PipelineStats,
+                 budget: ProcessBudget | None = None) -> None:
         self.runtime = runtime
         self.engine = engine
         self.outbox = outbox
         self.tick = tick
         self.stats = stats
+        self.budget = budget or ProcessBudget(0)
+        self._no_processes_until = 0.0
+        self._processes_used = 0.0
 
     async def run(self) -> None:
         """Evaluate batches in order and hand their changes to the outbox's one ordered writer, so matching
@@ -76,15 +109,18 @@ class Pipeline:
         Up to MATCH_AHEAD queued batches are matched at once in worker threads (rules are stateless, and
         hyperscan releases the GIL, so a backlog scans on both cores) while the alert engine still takes
         their hits strictly in order. Without it each batch waited for the event loop twice (hand-off to the
-        worker, result back) behind whatever the sender was doing, one batch at a time."""
+        worker, result back) behind whatever the sender was doing, one batch at a time. With rule processes
+        (a structured backlog) two batches per process are in flight."""
         queue = self.runtime.queue
         ahead: collections.deque[tuple[Batch, asyncio.Future[Hits]]] = collections.deque()
         try:
             while True:
                 if not ahead:
-                    batch = await queue.get()
+                    batch = await self._next(queue)
                     ahead.append((batch, self._match(batch)))
-                while len(ahead) < MATCH_AHEAD and not queue.empty():
+                processes = self.runtime.processes
+                limit = max(MATCH_AHEAD, processes.slots) if processes is not None else MATCH_AHEAD
+                while len(ahead) < limit and not queue.empty():
                     batch = queue.get_nowait()
                     ahead.append((batch, self._match(batch)))
                 self.runtime.matching = len(ahead)
@@ -96,6 +132,67 @@ class Pipeline:
         finally:
             for _, matching in ahead:
                 matching.cancel()
+            self._stop_processes()
+
+    async def _next(self, queue: asyncio.Queue[Batch]) -> Batch:
+        """The next batch; rule processes that had nothing to do for PROCESS_IDLE_SECONDS are stopped (their
+        memory returned) while waiting. Without processes this waits without a timer."""
+        if self.runtime.processes is not None:
+            idle = time.monotonic() - self._processes_used
+            try:
+                return await asyncio.wait_for(queue.get(), max(0.0, PROCESS_IDLE_SECONDS - idle))
+            except TimeoutError:
+                self._stop_processes()
+        return await queue.get()
+
+    def _stop_processes(self) -> None:
+        processes, self.runtime.processes = self.runtime.processes, None
+        if processes is not None:
+            name = self.runtime.config.name
+            processes.close()
+            self.budget.give(processes.processes)
+            if processes.broken:
+                self._no_processes_until = time.monotonic() + PROCESS_RETRY_SECONDS
+            log.info("rule_processes_stopped", source=name, batches=processes.batches, failures=processes.failures)
+
+    def _in_process(self, batch: Batch) -> asyncio.Future[Hits] | None:
+        """A structured backlog batch goes to the source's rule processes (started on the first one, while
+        the agent's budget allows) when one has a free slot; otherwise None (a thread takes it)."""
+        runtime, lines = self.runtime, batch.lines
+        processes, now = runtime.processes, time.monotonic()
+        if not (isinstance(lines, LineChunk) and len(lines.data) >= PROCESS_MIN_BYTES and runtime.ruleset.offloadable):
+            if processes is not None and now - self._processes_used > PROCESS_IDLE_SECONDS:
+                self._stop_processes()  # the backlog is over: a live tail's small batches need no processes
+            return None
+        if processes is not None and (processes.ruleset is not runtime.ruleset or processes.broken):
+            self._stop_processes()  # new rules since (a reload), or failed: the next batch may start new ones
+            processes = None
+        if processes is None:
+            if now < self._no_processes_until or self.budget.total - self.budget.in_use < 1:
+                return None
+            from agent.rules.processes import RuleProcesses
+
+            n = self.budget.take()
+            failures, name = self.stats.process_failures, runtime.config.name
+            try:
+                processes = RuleProcesses(runtime.ruleset, processes=n, slots=2 * n + 1,
+                                          slot_bytes=2 * len(lines.data) + 65536,
+                                          on_failure=lambda: failures.__setitem__(name, failures.get(name, 0) + 1))
+            except Exception as exc:  # e.g. no memfd_create under a seccomp filter: threads it is
+                self.budget.give(n)
+                self._no_processes_until = now + PROCESS_RETRY_SECONDS
+                log.warning("rule_processes_failed_to_start", source=name, error=repr(exc),
+                            note="this source's rules run in threads of the agent process instead; nothing is lost")
+                return None
+            runtime.processes = processes
+            log.info("rule_processes_starting", source=name, processes=n,
+                     note="a backlog of structured lines is matched on every core")
+        self._processes_used = now
+        matching = processes.evaluate(lines, batch.path)
+        if matching is not None:
+            counts = self.stats.process_batches
+            counts[runtime.config.name] = counts.get(runtime.config.name, 0) + 1
+        return matching
 
     def _match(self, batch: Batch) -> asyncio.Future[Hits]:
         ruleset = self.runtime.ruleset
@@ -114,8 +211,8 @@ class Pipeline:
             except Exception as exc:
                 inline.set_exception(exc)
             return inline
-        return asyncio.ensure_future(asyncio.to_thread(ruleset.evaluate, batch.lines, batch.data, batch.fields,
-                                                       batch.path))
+        return self._in_process(batch) or asyncio.ensure_future(
+            asyncio.to_thread(ruleset.evaluate, batch.lines, batch.data, batch.fields, batch.path))
 
     async def _process(self, batch: Batch, matching: asyncio.Future[Hits]) -> None:
         runtime = self.runtime

@@ -40,6 +40,8 @@ def plan_reload(old: Config, new: Config, running: Mapping[str, SourceConfig]) -
         keep.update(health=old.health)
     if new.log_format != old.log_format:
         keep.update(log_format=old.log_format)
+    if new.rule_processes != old.rule_processes:
+        keep.update(rule_processes=old.rule_processes)
     plan = ReloadPlan(new.model_copy(update=keep) if keep else new, needs_restart=list(keep))
 
     old_outputs = {o.name: o for o in old.flashduty}

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import structlog
 
 from agent.alerts import AlertEngine
-from agent.app.pipeline import QUEUE_BATCHES, Pipeline, PipelineStats, SourceRuntime
+from agent.app.pipeline import QUEUE_BATCHES, Pipeline, PipelineStats, ProcessBudget, SourceRuntime
 from agent.app.supervise import supervise
 from agent.config import JournalSourceConfig, LogSourceConfig
 from agent.journal import JournalSource
@@ -28,8 +28,10 @@ SourceConfig = LogSourceConfig | JournalSourceConfig
 class SourceSet:
     def __init__(self, outbox: Outbox, engine: AlertEngine, inotify: InotifyHub,
                  tick: Callable[[float], asyncio.Future[None]], stats: PipelineStats,
-                 rules_cache: str | None = None) -> None:
+                 rules_cache: str | None = None, rule_processes: int = 0) -> None:
         self.rules_cache = rules_cache
+        self.process_budget = ProcessBudget(rule_processes)
+        """Rule processes all sources' backlogs may use at once (``rule_processes``)."""
         """Where compiled rule databases are kept, so a restart with 1,000 rules is ready in well under a second."""
         self.outbox = outbox
         self.engine = engine
@@ -59,7 +61,7 @@ class SourceSet:
         # compiling thousands of rules takes seconds: never on the event loop
         ruleset = await asyncio.to_thread(cfg.compile_rules, cache_dir=self.rules_cache)
         runtime = SourceRuntime(cfg, ruleset, source, queue)
-        pipeline = Pipeline(runtime, self.engine, self.outbox, self._tick, self.stats)
+        pipeline = Pipeline(runtime, self.engine, self.outbox, self._tick, self.stats, self.process_budget)
         runtime.tasks = [
             asyncio.create_task(supervise(f"source:{cfg.name}", lambda: source.run(queue)), name=f"source-{cfg.name}"),
             asyncio.create_task(pipeline.run(), name=f"pipeline-{cfg.name}"),

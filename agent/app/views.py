@@ -93,7 +93,9 @@ class AgentViews:
                                "config_file": a.config.origin(name), "format": list(rt.config.formats),
                                "parse_errors": {fmt: n for (src, fmt), n in a.pipeline_stats.parse_errors.items()
                                                 if src == name},
-                               "matcher": rt.ruleset.describe(), **rt.source.status()}
+                               "matcher": rt.ruleset.describe(),
+                               "rule_processes": rt.processes.processes if rt.processes is not None else 0,
+                               **rt.source.status()}
                         for name, rt in a.sources.running.items()},
             "rules": dict(a.engine.stats.matches),
             "alerts": a.engine.open_alerts(),
@@ -144,6 +146,8 @@ class AgentViews:
                                 for rule, n in rt.ruleset.abandoned().items()},
             "source_paused": {(k,): v for k, v in a.pipeline_stats.paused_seconds.items()},
             "parse_errors": {k: float(v) for k, v in a.pipeline_stats.parse_errors.items()},
+            "process_batches": {(k,): float(v) for k, v in a.pipeline_stats.process_batches.items()},
+            "process_failures": {(k,): float(v) for k, v in a.pipeline_stats.process_failures.items()},
             "check_overruns": {(k,): float(v["skipped_overruns"]) for k, v in checks.items()},
             "check_callback_errors": {(k,): float(v["callback_errors"]) for k, v in checks.items()},
             "outbox_depth": stats.depth,

@@ -67,6 +67,8 @@ class RuleSet:
         """``prefilter=False`` parses every line (the reference the prefilter is tested against)."""
         self.rules = list(rules)
         self.formats = tuple(formats)
+        self.message_field = message_field
+        self.cache_dir = cache_dir
         patterns: list[str] = []
         self._pattern_owner: list[tuple[int, Literal["fire", "resolve"]]] = []
         for index, rule in enumerate(self.rules):
@@ -88,11 +90,16 @@ class RuleSet:
             self.matcher = self.records.matcher
         else:
             self.matcher = _matcher(tuple(patterns), cache_dir) if patterns else None
-        self.quick = (self.records is None and (self.matcher is None or self.matcher.guard is None)
-                      and not any(rule.exclude and risk(rule.exclude) for rule in self.rules))
+        guarded = (self.matcher is not None and self.matcher.guard is not None) or any(
+            rule.exclude and risk(rule.exclude) for rule in self.rules)
+        self.quick = self.records is None and not guarded
         """A few lines are matched in microseconds whatever they hold: plain text, and no pattern (rule or
         exclude) the regex guard has to time. The pipeline matches small batches of such a rule set on the
         event loop; every other batch goes to a worker thread, where a slow regex blocks nothing else."""
+        self.offloadable = self.records is not None and not guarded
+        """A backlog of this rule set gains from worker processes (agent/rules/processes.py): structured rules
+        are Python work per nominated line under the GIL. Plain-text rules are hyperscan's, which releases the
+        GIL (threads use every core); a guarded regex keeps its time budget in this process."""
 
     @property
     def structured(self) -> bool:
