@@ -22,6 +22,7 @@ from agent.rules.processes import RuleProcesses
 from tests.conftest import wait_until
 from tests.fake_flashduty import FakeFlashduty, validate_event
 from tests.ops_helpers import events_named, metric, metrics, status
+from tests.test_format_agent import HEAD
 
 RULES = [
     {"name": "checkout-5xx", "where": {"service": "checkout", "req.status": {"gte": 500}}, "identity": ["req.path"]},
@@ -138,12 +139,7 @@ def test_escapes_are_written_out_only_where_the_record_stays_the_same(line: str,
 
 
 # ------------------------------------------------------------------------------------------ the real agent
-CONFIG = """\
-state_dir: ./state
-rule_processes: {processes}
-flashduty: {{push_url: "{url}"}}
-health: {{listen: "127.0.0.1:${{DUTYTAIL_TEST_HEALTH_PORT}}"}}
-alerts: {{max_events_per_key_per_minute: 1000, max_events_per_minute: 100000}}
+CONFIG = "rule_processes: {processes}\n" + HEAD + """\
 logs:
   - name: api
     paths: ["./logs/api.log"]

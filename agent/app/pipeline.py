@@ -47,10 +47,14 @@ class ProcessBudget:
         self.total = total
         self.in_use = 0
 
+    @property
+    def available(self) -> int:
+        return max(self.total - self.in_use, 0)
+
     def take(self) -> int:
-        n = self.total - self.in_use
-        self.in_use += max(n, 0)
-        return max(n, 0)
+        n = self.available
+        self.in_use += n
+        return n
 
     def give(self, n: int) -> None:
         self.in_use -= n
@@ -110,7 +114,7 @@ class Pipeline:
         hyperscan releases the GIL, so a backlog scans on both cores) while the alert engine still takes
         their hits strictly in order. Without it each batch waited for the event loop twice (hand-off to the
         worker, result back) behind whatever the sender was doing, one batch at a time. With rule processes
-        (a structured backlog) two batches per process are in flight."""
+        (a structured backlog) as many batches as they have slots are in flight."""
         queue = self.runtime.queue
         ahead: collections.deque[tuple[Batch, asyncio.Future[Hits]]] = collections.deque()
         try:
@@ -168,7 +172,7 @@ class Pipeline:
             self._stop_processes()  # new rules since (a reload), or failed: the next batch may start new ones
             processes = None
         if processes is None:
-            if now < self._no_processes_until or self.budget.total - self.budget.in_use < 1:
+            if now < self._no_processes_until or not self.budget.available:
                 return None
             from agent.rules.processes import RuleProcesses
 
