@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 
 from agent.format.values import as_number
 from agent.lines import LineChunk
+from agent.match import MultiMatcher
 from agent.rules import RuleConfig, RuleSet
 from agent.rules.prefilter import Prefilter, at_least, condition, literal, regex_literal
+from agent.rules.records import NOT_AN_OBJECT_LINE
 from agent.rules.where import FieldCondition
 
 TEXT = st.text(alphabet=st.sampled_from(list('ab5E0.-" \\/é\u2028:=x')), max_size=4)
@@ -182,6 +184,9 @@ def test_json_prefilter_gives_the_answer_of_parsing_every_line(
     rule_set, records = case
     lines = [encode_json(r, style) if style < 4 else f"plain ab {r.get('status')} recovered" for r, style in records]
     check(rule_set, lines, ("json",))
+    # records cut short (no object: the raw text with its escapes is the message) next to whole ones
+    check(rule_set, [json.dumps(r, ensure_ascii=True)[:-1] if style % 2 else line
+                     for (r, style), line in zip(records, lines, strict=True)], ("json",))
 
 
 @SETTINGS
@@ -239,3 +244,21 @@ def test_lines_that_cannot_be_objects_are_counted_alike_on_bytes_and_lines() -> 
     assert evidently_not_json(LineChunk(data, len(lines), ascii=True), None) == 3
     first = ["oops", '{"a":1}']
     assert evidently_not_json(LineChunk("\n".join(first).encode(), 2, ascii=True), None) == 1
+    # the multi-pattern engine's count (what a json source uses) is the same, ASCII or not
+    engine = MultiMatcher([NOT_AN_OBJECT_LINE])
+    assert engine.engine != "re"
+    for sample in (lines, first, ["é{", "{}", "", "\r{}", " x", "ü"], [""], ["{}"]):
+        raw = "\n".join(sample).encode()
+        chunk = LineChunk(raw, len(sample), ascii=raw.isascii())
+        assert evidently_not_json(chunk, None, engine) == evidently_not_json(sample, None), sample
+
+
+def test_an_escaped_line_that_is_no_object_is_nominated_for_its_raw_text() -> None:
+    """Written out, ``caf\\u00e9`` no longer holds the literal ``u00e9``; a line that is no JSON object keeps its
+    raw text as its message, so it must be nominated for what that text holds too."""
+    rules = [RuleConfig.model_validate({"name": "raw-escape", "contains": "caf\\u00e9 down"}),
+             RuleConfig.model_validate({"name": "written", "contains": "café down", "where": {"level": "error"}})]
+    lines = ['caf\\u00e9 down, not JSON {', '{"level":"error","msg":"caf\\u00e9 down"}', '[1, "caf\\u00e9 down"]']
+    check(rules, lines, ("json",))
+    hits = RuleSet(rules, formats=("json",)).evaluate(lines)
+    assert [(h.rule, h.line) for h in hits] == [(0, lines[0]), (1, "café down"), (0, lines[2])]

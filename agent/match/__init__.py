@@ -1,6 +1,7 @@
 """Log line matching: which of a source's rule patterns match which lines, exactly as Python ``re`` says.
 
-Callers need only ``MultiMatcher`` (``scan`` for lines, ``scan_chunk`` for a raw ``LineChunk``,
+Callers need only ``MultiMatcher`` (``scan`` for lines, ``scan_chunk`` for a raw ``LineChunk``, ``nominees``
+for the fast engine's unconfirmed candidates of one (prefilters),
 ``describe`` for /status and check-config; ``cache_dir`` to keep compiled programs across restarts) and
 ``available_engines``. Underneath, a fast engine (hyperscan,
 else RE2) prefilters whole chunks and ``re`` confirms each candidate. See docs/matching.md for the

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from agent.lines import LineChunk
 from agent.match.cache import CacheState, MatchCache
-from agent.match.engines import Engine, EngineName, Variant, select
+from agent.match.engines import CandidateLine, Engine, EngineName, Variant, select
 from agent.match.guard import Guard, risk
 
 LineMatch = tuple[int, int, re.Match[str]]  # (line index, pattern index, match)
@@ -200,6 +200,18 @@ class MultiMatcher:
                 if m is not None:
                     out.append((j, m))
         return out
+
+    def nominees(self, chunk: LineChunk) -> list[CandidateLine] | None:
+        """The fast engine's own nominations, unconfirmed: ``(start, end, pattern indexes)`` with
+        ``chunk.data[start:end]`` a line where those patterns *may* match. A superset of :meth:`scan_chunk`'s
+        answer, for callers that need no more (a prefilter) and would rather skip decoding every nominated line
+        and an ``re`` search per pattern. None when the fast engine cannot answer alone (none in use, or a
+        pattern ``re`` must run on every line); the caller then uses :meth:`scan_chunk`."""
+        variant = self._ascii if chunk.ascii else self._uni
+        prefilter = self._prefilter
+        if not self.patterns or prefilter is None or variant.always or variant.program is None:
+            return None
+        return prefilter.candidate_lines(variant, chunk.data)
 
     def _scan_re(self, lines: Sequence[str]) -> list[LineMatch]:
         out: list[LineMatch] = []

