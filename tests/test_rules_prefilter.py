@@ -166,6 +166,13 @@ def check(ruleset_rules: list[RuleConfig], lines: list[str], formats: tuple[Any,
     assert answer(fast.evaluate(lines, path=path)) == expected  # sampling, then the switch
     assert answer(fast.evaluate(chunk, path=path)) == expected
     assert answer(fast.evaluate(lines, path=path)) == expected
+    # a rule process adopts the plan the agent learned, without sampling: the same answers
+    adopted = RuleSet(ruleset_rules, formats=formats)
+    plan = fast.learned_plan()
+    if plan is not None:
+        adopted.adopt_plan(plan)
+        assert adopted.learned_plan() == plan
+    assert answer(adopted.evaluate(chunk, path=path)) == expected
 
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

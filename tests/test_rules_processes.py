@@ -93,6 +93,30 @@ async def test_workers_answer_exactly_as_the_agent_process() -> None:
         processes.close()
 
 
+def _worker_plan() -> dict[int, int] | None:
+    """Run in a worker: the prefilter plan it uses (None while it is still sampling)."""
+    from agent.rules import processes
+
+    assert processes._rules is not None
+    return processes._rules.learned_plan()
+
+
+async def test_a_worker_adopts_the_plan_the_agent_learned_instead_of_sampling() -> None:
+    rules = ruleset()
+    work = chunks(4, 2000, seed=5)
+    expected = [plain(rules.evaluate(c, None, None, "/x.log")) for c in work[:3]]  # 6,000 lines: learned
+    plan = rules.learned_plan()
+    assert plan is not None
+    processes = await started(rules, processes=1)
+    try:
+        assert await asyncio.wrap_future(processes._pool.submit(_worker_plan)) is None  # nothing seen yet
+        future = processes.evaluate(work[0], "/x.log")  # 2,000 lines: fewer than it would sample itself
+        assert future is not None and plain(await future) == expected[0]
+        assert await asyncio.wrap_future(processes._pool.submit(_worker_plan)) == plan
+    finally:
+        processes.close()
+
+
 async def test_a_chunk_larger_than_a_slot_is_left_to_the_caller() -> None:
     processes = await started(ruleset(), slot_bytes=4096)
     try:

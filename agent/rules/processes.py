@@ -7,7 +7,9 @@ do not cross a pipe: pickling them capped two workers at ~750k lines/s. So the c
 shared memory (a memfd: no file to leak, gone with the last process that maps it) and the pipe carries
 ``(slot, length, line count)`` out and only the hits (0.1% of the lines in a typical log) back. Each worker
 builds the same :class:`RuleSet` from the source's rules once (the compiled databases come from the on-disk
-cache), and ``RuleSet.evaluate`` is pure, so a worker's answer is the thread's answer.
+cache), and ``RuleSet.evaluate`` is pure, so a worker's answer is the thread's answer. A worker adopts the
+prefilter plan the agent's own threads learned (``RuleSet.learned_plan``, sent with each batch) instead of
+sampling the log again.
 
 A worker that dies or fails is not a lost batch: that batch is evaluated again in a thread of this process,
 counted in ``failures``, and the pool is not used again (the pipeline may start a new one later).
@@ -99,7 +101,8 @@ class RuleProcesses:
         offset = slot * self.slot_bytes
         self._view[offset:offset + size] = chunk.data
         try:
-            work = self._pool.submit(_evaluate, offset, size, len(chunk), chunk.ascii, path)
+            work = self._pool.submit(_evaluate, offset, size, len(chunk), chunk.ascii, path,
+                                     self.ruleset.learned_plan())
         except Exception as exc:  # the pool broke since the last batch
             self._free.append(slot)
             self._break("rule_processes_failed", exc)
@@ -185,8 +188,12 @@ def _die_with(agent_pid: int) -> None:
         os._exit(0)
 
 
-def _evaluate(offset: int, size: int, count: int, ascii: bool, path: str) -> tuple[list[HitTuple], dict[str, int]]:
+def _evaluate(offset: int, size: int, count: int, ascii: bool, path: str,
+              plan: dict[int, int] | None) -> tuple[list[HitTuple], dict[str, int]]:
+    """``plan``: the agent's learned prefilter plan, when it has one (a worker then skips its own sampling)."""
     assert _chunks is not None and _rules is not None
+    if plan is not None:
+        _rules.adopt_plan(plan)
     chunk = LineChunk(_chunks[offset:offset + size], count, ascii=ascii)
     hits = _rules.evaluate(chunk, None, None, path)
     return [(h.rule, h.kind, h.line, h.groups) for h in hits], hits.parse_errors

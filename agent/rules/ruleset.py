@@ -109,6 +109,15 @@ class RuleSet:
     def parser(self) -> Parser | None:
         return self.records.parser if self.records is not None else None
 
+    def learned_plan(self) -> dict[int, int] | None:
+        """Which prefilter each rule side looks for first, once learned from this process's lines (None before,
+        and for plain-text rules); rule processes :meth:`adopt_plan` it instead of sampling again."""
+        return self.records.raw.learned() if self.records is not None else None
+
+    def adopt_plan(self, plan: dict[int, int]) -> None:
+        if self.records is not None:
+            self.records.raw.adopt(plan)
+
     # ------------------------------------------------------------------------------------- evaluating
     def evaluate(self, lines: Sequence[str], data: bytes | None = None,
                  fields: Sequence[dict[str, str]] | None = None, path: str = "") -> Hits:
