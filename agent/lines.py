@@ -13,6 +13,22 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import overload
 
+_PROBE_BYTES = 4096
+_SHORT_LINE_BYTES = 48
+
+
+def count_newlines(data: bytes) -> int:
+    """How many ``b"\\n"`` ``data`` holds, by the faster of two C loops for its line length.
+
+    ``bytes.count`` of one byte is a plain loop over every byte: 0.58 ms per MiB of the JSON benchmark's
+    250-byte lines (bench/formats.py) on this project's 2-core machine. Deleting the newlines (``replace``)
+    finds each one with ``memchr``, glibc's vectorised search: 0.22 ms per MiB there, 0.05 on 2,000-byte lines,
+    but it pays a call per line and loses below ~40-byte lines (1.27 vs 0.30 ms per MiB of 8-byte lines). The
+    first 4 KiB say which kind of log it is. The deletion's copy is freed at once (one chunk at a time)."""
+    if data.count(b"\n", 0, _PROBE_BYTES) * _SHORT_LINE_BYTES > min(len(data), _PROBE_BYTES):
+        return data.count(b"\n")
+    return len(data) - len(data.replace(b"\n", b""))
+
 
 class LineChunk(Sequence[str]):
     """Complete lines as valid UTF-8 bytes joined by single ``b"\\n"`` (no trailing newline).

@@ -169,3 +169,15 @@ def test_utf8_validity_in_slices_agrees_with_a_whole_decode() -> None:
         assert not valid_utf8(bad)
         with pytest.raises(UnicodeDecodeError):
             bad.decode("utf-8")
+
+
+@given(st.lists(st.integers(0, 300), max_size=400), st.booleans())
+def test_newlines_counted_by_either_loop_as_bytes_count(lengths: list[int], trailing: bool) -> None:
+    """count_newlines picks bytes.count or the memchr deletion by the first 4 KiB's line length: both count
+    exactly, whatever the lengths (short lines first then long ones, or the other way round)."""
+    from agent.lines import count_newlines
+
+    data = b"\n".join(b"x" * n for n in lengths) + (b"\n" if trailing else b"")
+    assert count_newlines(data) == data.count(b"\n")
+    for shape in (b"\n" * 5000 + b"y" * 100_000, b"y" * 100_000 + b"\n" * 5000, b"", b"no newline"):
+        assert count_newlines(shape) == shape.count(b"\n")

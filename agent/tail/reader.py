@@ -18,7 +18,7 @@ from typing import NamedTuple
 import structlog
 
 from agent.fileid import pread_exact
-from agent.lines import LineChunk
+from agent.lines import LineChunk, count_newlines
 from agent.tail.config import TailConfig
 from agent.tail.multiline import RecordAssembler
 from agent.tail.partials import PartialJoiner, framing_for
@@ -195,7 +195,7 @@ class LineReader:
         in the chunk or pending on the stream). None sends the chunk down the per-line path."""
         if self.assembler is not None or not self._utf8:
             return None
-        count = complete.count(b"\n") + 1
+        count = count_newlines(complete) + 1
         if self.joiner is not None and not self.joiner.whole(f, complete, count):
             return None
         ascii = complete.isascii()
