@@ -219,6 +219,18 @@ def test_container_chains_give_the_answer_of_parsing_every_line(
     check(rule_set, docker, ("docker", "json"))
 
 
+def test_a_slash_escaped_inside_a_docker_record_is_still_a_candidate() -> None:
+    """``\\/`` in a JSON message is ``\\\\/`` in the Docker line that carries it (found by the property test
+    above): a value or regex literal holding a slash must be looked for past any run of backslashes."""
+    rules = [RuleConfig.model_validate({"name": "eq", "where": {"status": "a/b"}}),
+             RuleConfig.model_validate({"name": "match", "where": {"path": {"match": "^/api/"}}})]
+    inner = ['{"status": "a\\/b"}', '{"path": "\\/api\\/x"}', '{"status": "a/b", "path": "/api/"}']
+    docker = [orjson.dumps({"log": m + "\n", "stream": "stdout", "time": "2026-11-27T08:00:00Z"}).decode()
+              for m in inner]
+    check(rules, docker, ("docker", "json"))
+    assert len(answer(RuleSet(rules, formats=("docker", "json")).evaluate(docker))) == 4
+
+
 def test_at_least_is_exactly_the_integers_from_its_bound() -> None:
     for bound in (1, 9, 10, 99, 100, 109, 500, 999, 1000, 4096):
         rx = re.compile(f"(?:{at_least(bound)})\\Z")
@@ -226,7 +238,7 @@ def test_at_least_is_exactly_the_integers_from_its_bound() -> None:
 
 
 def test_prefilters_pick_selective_literals() -> None:
-    assert literal('say "hi" to/me') == Prefilter("\\ to\\\\?/me", 12)  # a slash may be written \\/
+    assert literal('say "hi" to/me') == Prefilter("\\ to\\\\*/me", 12)  # a slash may be written \\/ (or \\\\/)
     assert literal("é") is None  # too short to be worth it
     assert regex_literal(r"^/api/v1/(?P<x>\w+) timeout").score == 16  # type: ignore[union-attr]
     assert regex_literal(r"(?i)error: (a|b)") == Prefilter("(?i:(?:error:\\ a)|(?:error:\\ b))", 15)

@@ -92,6 +92,8 @@ class RecordRules:
         self.parser = Parser(formats, message_field) if formats != ("raw",) else None
         message_patterns: list[str] = []
         raw_patterns: dict[str, int] = {}
+        keyed: set[str] = set()
+        alternatives: list[tuple[int, ...]] = []
         self.sides: list[Side] = []
         for index, rule in enumerate(rules):
             closing = rule.expect.match if rule.expect is not None else rule.resolve.match
@@ -101,8 +103,10 @@ class RecordRules:
             for kind, pattern in parts:
                 if pattern is not None:
                     message_patterns.append(pattern)
-                found = self._prefilters(rule, kind, pattern) if use_prefilter else []
+                found, values = self._prefilters(rule, kind, pattern) if use_prefilter else ([], [])
+                keyed.update(p.pattern for p in found if p.keyed)
                 required = tuple(raw_patterns.setdefault(p.pattern, len(raw_patterns)) for p in found)
+                alternatives.append(tuple(raw_patterns.setdefault(p.pattern, len(raw_patterns)) for p in values))
                 self.sides.append(Side(index, kind, len(message_patterns) - 1 if pattern is not None else None,
                                        Where(rule.where) if kind == "fire" and rule.where else None,
                                        excludes[index] if kind == "fire" else None,
@@ -111,13 +115,16 @@ class RecordRules:
         """Every side's message regex over parsed messages (with the guard against runaway regexes)."""
         escape = raw.ESCAPE_SEEN if raw_patterns and any(name in ("json", "docker") for name in formats) else None
         self.raw = RawFilter([side.required for side in self.sides], list(raw_patterns), escape=escape,
-                             matcher=matcher)
+                             matcher=matcher, keyed=[p in keyed for p in raw_patterns], alternatives=alternatives)
         self._not_an_object = _exact_engine(matcher((NOT_AN_OBJECT_LINE,))) if formats == ("json",) else None
 
-    def _prefilters(self, rule: RuleConfig, kind: str, pattern: str | None) -> list[raw.Prefilter]:
+    def _prefilters(self, rule: RuleConfig, kind: str,
+                    pattern: str | None) -> tuple[list[raw.Prefilter], list[raw.Prefilter]]:
         """The supersets of this side of the rule over the raw line, most selective first (weak ones only
-        when there is nothing else)."""
+        when there is nothing else), and the *alternatives*: the value alone of a condition found in its keyed
+        form (implied by it, so never checked; worth looking for first where it is rare enough)."""
         found: list[raw.Prefilter | None] = []
+        values: list[raw.Prefilter] = []
         if pattern is not None:
             found.append(raw.literal(rule.contains) if kind == "fire" and rule.contains is not None
                          else raw.regex_literal(pattern))
@@ -128,11 +135,17 @@ class RecordRules:
             for path, condition in rule.where.items():
                 if path in SOURCE_LABEL_FIELDS:
                     continue  # from the file's name, not its lines
-                found.append(raw.condition(path, condition, keyed=has_keys and path not in unkeyed,
-                                           bare_keys="logfmt" in self.formats))
+                best = raw.condition(path, condition, keyed=has_keys and path not in unkeyed,
+                                     bare_keys="logfmt" in self.formats)
+                found.append(best)
+                if best is not None and best.keyed:
+                    value = raw.unkeyed_value(condition, bare_keys="logfmt" in self.formats)
+                    if value is not None and value.score > WEAK_SCORE:
+                        values.append(value)
         ranked = sorted((p for p in found if p is not None), key=lambda p: -p.score)
         strong = [p for p in ranked if p.score > WEAK_SCORE]
-        return strong or ranked[:1]
+        required = strong or ranked[:1]
+        return required, [v for v in values if v.pattern not in {p.pattern for p in required}]
 
     # ------------------------------------------------------------------------------------- evaluating
     def evaluate(self, lines: Sequence[str], data: bytes | None, fields: Sequence[Mapping[str, str]] | None,
