@@ -69,6 +69,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and of its children still running (the agent's rule processes), from /proc."""
+    total = cpu_seconds(pid)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != pid:
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """VmRSS, VmHWM (KiB) and Threads from /proc/PID/status."""
     out: dict[str, int] = {}
