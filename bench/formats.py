@@ -19,7 +19,11 @@ Contenders, same file, page cache warm, each ``--runs`` times:
   per rule, the agent's defaults for pacing and storm control, delivering to the standalone fake endpoint.
   Timed like bench/scan.py's first row: process start until ``/metrics`` shows every line read and every
   planted match counted by the alert engine and the 20 events are at the endpoint. The per-rule match
-  counts in ``/metrics`` must equal the planted ones, rule by rule (the run fails otherwise).
+  counts in ``/metrics`` must equal the planted ones, rule by rule (the run fails otherwise). The agent's
+  bytecode is compiled first, as the Debian package's postinst does.
+* the same agent measured as the issue words its target, "from the file's appearance to the last event": it
+  watches an empty directory, and 1 s after it is ready the file is hard-linked into it (all of it appears at
+  once); same end, same checks.
 * ``jq -c 'select(<the 20 rules OR-ed>)' FILE | wc -l``: the count must equal the planted matches.
 * a naive Python loop in a subprocess: ``orjson.loads`` per line and the 20 rules as plain dict checks;
   its per-rule counts must equal the planted ones.
@@ -45,6 +49,7 @@ import cProfile
 import io
 import json
 import math
+import os
 import pstats
 import random
 import re
@@ -527,7 +532,13 @@ def _per_rule(text: str) -> dict[str, int]:
     return {name: int(float(v)) for name, v in _RULE_METRIC.findall(text)}
 
 
-def run_agent(info: JsonLog, workdir: Path, timeout: float, stress: bool = False) -> Run:
+SETTLE_AFTER_READY = 1.0
+"""``appear``: seconds between ready and the file's appearance (as bench/growth.py: right after ready an agent
+with a push URL imports its HTTP client in a thread; a file appearing on a running agent does not share the
+cores with that)."""
+
+
+def run_agent(info: JsonLog, workdir: Path, timeout: float, stress: bool = False, appear: bool = False) -> Run:
     """The agent from process start until every line is read, every match counted and every event arrived.
 
     Main row (``stress=False``): one alert per rule (no identity), the agent's delivery defaults: 20 events.
@@ -536,12 +547,17 @@ def run_agent(info: JsonLog, workdir: Path, timeout: float, stress: bool = False
     for 10 s, the run stops and fails (a miss, not a hang). Per-rule counts must equal the planted ones.
     ``stress``: identity [trace_id] (every match its own alert and event), delivery limits lifted; done at the
     last planted event; the unique numbers delivered must be exactly the planted ones.
+    ``appear``: the issue's own measure: the agent watches an empty directory; ``SETTLE_AFTER_READY`` after it is
+    ready the file is hard-linked into it (the whole file appears at once), and the time runs from there.
     """
-    wd = fresh_dir(workdir / ("agent-stress" if stress else "agent"))
+    wd = fresh_dir(workdir / ("agent-stress" if stress else "agent-appear" if appear else "agent"))
     fake = Fake(free_port(), wd)
     fake.start()
     hport = free_port()
-    logs = (f"logs:\n  - name: bench\n    paths: [{info.path}]\n    start_at: beginning\n    format: json\n"
+    logdir = wd / "logs"
+    logdir.mkdir()
+    paths = f"{logdir}/*.log" if appear else str(info.path)
+    logs = (f"logs:\n  - name: bench\n    paths: [{paths}]\n    start_at: beginning\n    format: json\n"
             f"    rules:\n{rules_yaml(['trace_id'] if stress else [])}")
     cfg = wd / "config.yaml"
     cfg.write_text(agent_config(state_dir=wd / "state", health_port=hport, push_port=fake.port, logs_yaml=logs,
@@ -554,25 +570,36 @@ def run_agent(info: JsonLog, workdir: Path, timeout: float, stress: bool = False
     last_matches, stalled_since = -1.0, 0.0
     next_poll = 0.0
     text = ""
+    origin, cpu0 = agent.started, 0.0
     try:
+        if appear:
+            ready_by = time.monotonic() + 60
+            while not agent.metrics():
+                if not agent.alive() or time.monotonic() > ready_by:
+                    return Run(time.time() - agent.started, ok=False, note="the agent did not get ready")
+                time.sleep(0.05)
+            time.sleep(SETTLE_AFTER_READY)
+            cpu0 = tree_cpu_seconds(agent.pid)
+            origin = time.time()
+            os.link(info.path, logdir / "big.log")
         deadline = time.monotonic() + timeout
         while True:
             n = counter.poll()
             if t_read is not None and n >= expected_events:
                 break
             if not agent.alive():
-                return Run(time.time() - agent.started, ok=False, note=f"agent exited {agent.proc.returncode}")
+                return Run(time.time() - origin, ok=False, note=f"agent exited {agent.proc.returncode}")
             if time.monotonic() > deadline:
-                return Run(time.time() - agent.started, ok=False, note=f"timeout: {n}/{expected_events} events")
+                return Run(time.time() - origin, ok=False, note=f"timeout: {n}/{expected_events} events")
             if t_read is None and time.monotonic() >= next_poll:
                 next_poll = time.monotonic() + 0.1
                 text = agent.metrics()
-                if text and t_ready is None:
+                if text and t_ready is None and not appear:
                     t_ready = time.time() - agent.started
                 read = (metric(text, "dutytail_lines_read_total") or 0) if text else 0
                 matched = (metric(text, "dutytail_rule_matches_total") or 0) if text else 0
                 if read >= info.lines and matched >= info.matches:
-                    t_read = time.time() - agent.started
+                    t_read = time.time() - origin
                 elif read >= info.lines:
                     t_all_read = t_all_read or time.time()
                     if matched != last_matches:
@@ -582,12 +609,13 @@ def run_agent(info: JsonLog, workdir: Path, timeout: float, stress: bool = False
                         short = {r["name"]: (got.get(r["name"], 0), want) for r, want in zip(RULES, info.per_rule,
                                                                                                 strict=True)
                                  if got.get(r["name"], 0) != want}
-                        return Run(time.time() - agent.started, ok=False, count=int(matched),
+                        return Run(time.time() - origin, ok=False, count=int(matched),
                                    note=f"every line read but {matched:,.0f}/{info.matches:,} matches counted; "
                                         f"rules off (got, planted): {short}")
             time.sleep(0.02)
-        t_end = max(last_received_at(fake.out), agent.started + t_read)
-        cpu = tree_cpu_seconds(agent.pid)  # with its rule processes (they exit only after 30 s without a backlog)
+        t_end = max(last_received_at(fake.out), origin + t_read)
+        # with its rule processes (they exit only after 30 s without a backlog)
+        cpu = tree_cpu_seconds(agent.pid) - cpu0
         rss = hwm_mib(agent.pid)
         final = agent.metrics() or text
         got = _per_rule(final)
@@ -613,7 +641,7 @@ def run_agent(info: JsonLog, workdir: Path, timeout: float, stress: bool = False
                 ok = False
                 notes.append(f"events: {len(delivered):,} delivered, {len(missing):,} planted numbers missing "
                              f"(e.g. {sorted(missing)[:5]}), {len(unexpected):,} unexpected, {dupes:,} duplicates")
-        return Run(t_end - agent.started, cpu, rss, ok=ok, note="; ".join(notes), count=count, extra=extra)
+        return Run(t_end - origin, cpu, rss, ok=ok, note="; ".join(notes), count=count, extra=extra)
     finally:
         counter.close()
         agent.stop()
@@ -928,6 +956,8 @@ def _rows(info: JsonLog, res: dict[str, list[Run]]) -> list[str]:
         "agent": ("dutytail (`python -m agent run`, `format: json`): one alert per rule, default pacing and storm "
                   "control", "process start → every line read and every match counted (/metrics, 0.1 s polls) "
                   "and the 20 events at the endpoint"),
+        "appear": ("dutytail, the same, the file appearing on a running agent (the issue's measure)",
+                   "hard link into the watched directory (1 s after ready) → same end"),
         "stress": ("dutytail, verification: `identity: [trace_id]`, every match its own alert and POST, delivery "
                    "limits lifted (diagnostic)", "process start → last event at the endpoint"),
         "jq": (f"`jq -c 'select(<20 rules OR-ed>)' FILE \\| wc -l` ({_jq_version()})", "exec → both exit"),
@@ -936,14 +966,14 @@ def _rows(info: JsonLog, res: dict[str, list[Run]]) -> list[str]:
     }
     out = ["| contender | timed from → to | seconds | lines/s | MiB/s | CPU s | matches counted | note |",
            "|---|---|---:|---:|---:|---:|---:|---|"]
-    for key in ("agent", "stress", "jq", "naive", "grep"):
+    for key in ("agent", "appear", "stress", "jq", "naive", "grep"):
         runs = res.get(key, [])
         if not runs:
             continue
         name, timed = labels[key]
         good = [r for r in runs if r.ok]
         notes = sorted({r.note for r in runs if r.note})
-        if key in ("agent", "stress") and good:
+        if key in ("agent", "appear", "stress") and good:
             notes.append(f"the endpoint's own CPU: {fmt_mmm([r.extra['endpoint_cpu'] for r in good], '{:.1f}')} s")
             notes.append(f"peak RSS {fmt_mmm([r.rss for r in good], '{:.0f}')} MiB (the agent process)")
             notes.insert(0, "CPU s: the agent process and its rule processes")
@@ -1017,7 +1047,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="~100 MiB, 1 run")
     ap.add_argument("--runs", type=int, default=None, help="runs per contender (default 3; --quick: 1)")
     ap.add_argument("--stress-runs", type=int, default=1, help="runs of the per-match verification row (0: skip)")
-    ap.add_argument("--contenders", default="agent,stress,jq,naive,grep")
+    ap.add_argument("--contenders", default="agent,appear,stress,jq,naive,grep")
     ap.add_argument("--profile", action="store_true", help="then profile the rule stage in-process")
     ap.add_argument("--profile-only", action="store_true", help="only the in-process profile")
     ap.add_argument("--profile-mib", type=int, default=64, help="MiB of the file the profile reads (default 64)")
@@ -1036,19 +1066,19 @@ def main() -> None:
     started = time.time()
     code0 = code_version()
     mach = machine()
-    res: dict[str, list[Run]] = {k: [] for k in ("agent", "stress", "jq", "naive", "grep")}
+    res: dict[str, list[Run]] = {k: [] for k in ("agent", "appear", "stress", "jq", "naive", "grep")}
     workdir = fresh_dir(OUT / "formats")
     timeout = 120 + info.mib
-    if "agent" in wanted or "stress" in wanted:
+    if {"agent", "appear", "stress"} & set(wanted):
         compile_bytecode()
     if not args.profile_only:
         for i in range(runs):
-            for key in ("grep", "jq", "naive", "agent"):
+            for key in ("grep", "jq", "naive", "agent", "appear"):
                 if key not in wanted:
                     continue
                 log(f"run {i + 1}/{runs}: {key}")
-                if key == "agent":
-                    r = run_agent(info, workdir, timeout)
+                if key in ("agent", "appear"):
+                    r = run_agent(info, workdir, timeout, appear=key == "appear")
                 elif key == "jq":
                     r = run_jq(info, _jq())
                 elif key == "naive":
@@ -1102,8 +1132,13 @@ def main() -> None:
         if good:
             med = info.lines / mmm(good)[1]
             verdict = "**met**" if med >= TARGET else "**not met**"
-            out.append(f"Target (median of the first row, end to end): >= {TARGET:,} lines/s: {verdict} "
-                       f"({med:,.0f} lines/s).")
+            out.append(f"Target (median of the first row, end to end from process start): >= {TARGET:,} lines/s: "
+                       f"{verdict} ({med:,.0f} lines/s).")
+        appeared = [r.seconds for r in res["appear"] if r.ok]
+        if appeared:
+            med = info.lines / mmm(appeared)[1]
+            out.append(f"Target as the issue words it (from the file's appearance to the last event; median of the "
+                       f"appearance row): {'**met**' if med >= TARGET else '**not met**'} ({med:,.0f} lines/s).")
         checks = []
         if good:
             checks.append(f"the agent's per-rule match counts (`dutytail_rule_matches_total`) equal the planted ones "
