@@ -282,3 +282,28 @@ def test_an_escaped_line_that_is_no_object_is_nominated_for_its_raw_text() -> No
     check(rules, lines, ("json",))
     hits = RuleSet(rules, formats=("json",)).evaluate(lines)
     assert [(h.rule, h.line) for h in hits] == [(0, lines[0]), (1, "café down"), (0, lines[2])]
+
+
+def test_a_keyed_condition_is_looked_for_by_its_value_alone_only_while_that_is_rare() -> None:
+    """``level: fatal``: the engine stops at every ``level`` key, but finds ``fatal`` in passing. The value alone
+    becomes the side's primary while it nominates few more lines than the keyed form; in a log where the word
+    is in many messages the keyed form stays primary. Either way the answers are parsing every line's."""
+    rules = [RuleConfig.model_validate({"name": "fatal", "where": {"level": "fatal"}})]
+
+    def primary(lines: list[str]) -> str:
+        fast = RuleSet(rules, formats=("json",))
+        data = "\n".join(lines).encode()
+        chunk = LineChunk(data, len(lines), ascii=True)
+        expected = answer(RuleSet(rules, formats=("json",), prefilter=False).evaluate(lines))
+        assert answer(fast.evaluate(chunk)) == expected  # sampling (the first 4,000 lines), then the lean plan
+        assert answer(fast.evaluate(chunk)) == expected and len(expected) == lines.count(lines[0])
+        assert fast.records is not None
+        plan = fast.records.raw.learned()
+        assert plan is not None
+        return fast.records.raw.patterns[plan[0]]
+
+    fatal = '{"level":"fatal","msg":"disk gone"}'
+    quiet = [fatal] + ['{"level":"info","msg":"request served"}'] * 4999
+    assert primary(quiet) == "(?:fatal)"
+    noisy = [fatal] + ['{"level":"info","msg":"a fatal error was retried"}'] * 4999
+    assert primary(noisy).startswith("level")

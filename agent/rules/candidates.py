@@ -118,7 +118,7 @@ class RawFilter:
         self._lock = threading.Lock()
         self._compiled = [re.compile(p) for p in self.patterns]
         first = {s: req[0] for s, req in enumerate(self.required) if req}
-        lean_possible = any(len(req) > 1 for req in self.required)
+        lean_possible = any(len(req) + len(alt) > 1 for req, alt in zip(self.required, self.alternatives, strict=True))
         self._plan: _Plan | None = None
         if self.patterns:
             self._plan = self._build(first, sampling=lean_possible)

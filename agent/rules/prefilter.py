@@ -262,10 +262,7 @@ def condition(path: str, cond: FieldCondition, *, keyed: bool, bare_keys: bool =
                 found = Prefilter(f"{re.escape(key)}{_KEY_GAP}(?:{after})",
                                   8 + min(2 * len(_text_of(v)) for v in values) - len(values), keyed=True)
             else:
-                parts = [_value(v) for v in values]
-                if all(p is not None for p in parts):
-                    found = Prefilter("|".join(f"(?:{p.pattern})" for p in parts if p),
-                                      min(p.score for p in parts if p) - len(parts) + 1)
+                found = _anywhere(values)
         elif op == "match":
             found = regex_literal(operand)
             lead = _UNSAFE.split(anchored_prefix(operand), 1)[0]
@@ -299,8 +296,16 @@ def unkeyed_value(cond: FieldCondition, *, bare_keys: bool = False) -> Prefilter
         values = [operand] if op == "eq" else list(operand)
         if bare_keys and any(_text_of(v) == "true" for v in values):
             return None
-        parts = [_value(v) for v in values]
-        if all(p is not None for p in parts):
-            return Prefilter("|".join(f"(?:{p.pattern})" for p in parts if p),
-                             min(p.score for p in parts if p) - len(parts) + 1)
+        found = _anywhere(values)
+        if found is not None:
+            return found
     return None
+
+
+def _anywhere(values: list[Any]) -> Prefilter | None:
+    """A superset for "the field is one of ``values``", wherever in the line the value is written."""
+    parts = [_value(v) for v in values]
+    if not all(p is not None for p in parts):
+        return None
+    return Prefilter("|".join(f"(?:{p.pattern})" for p in parts if p),
+                     min(p.score for p in parts if p) - len(parts) + 1)
