@@ -89,6 +89,8 @@ class _Plan:
     """Matcher pattern index -> index in ``RawFilter.patterns`` (-1: the escape catch-all)."""
     sides_of: dict[int, tuple[int, ...]]
     """Matcher pattern index -> the sides it is the primary of (the sampling plan: of which it is first)."""
+    primary: dict[int, int]
+    """Side -> its primary, as an index in ``RawFilter.patterns``."""
     rest: dict[int, tuple[re.Pattern[str], ...]] = field(default_factory=dict)
     """Side -> its other patterns, checked with ``re`` on the line (lean plan only)."""
     sampling: bool = False
@@ -98,15 +100,15 @@ class RawFilter:
     """Immutable in what it answers; its plan (which pattern is tried first) improves once."""
 
     def __init__(self, required: Sequence[tuple[int, ...]], patterns: Sequence[str], *, escape: str | None,
-                 matcher: Callable[[tuple[str, ...]], MultiMatcher], keyed: Sequence[bool] = (),
-                 alternatives: Sequence[tuple[int, ...]] = ()) -> None:
+                 matcher: Callable[[tuple[str, ...]], MultiMatcher], keyed: Sequence[bool],
+                 alternatives: Sequence[tuple[int, ...]]) -> None:
         """``required``: per side, the patterns that all hold on a line the side can match. ``alternatives``: per
         side, more patterns each implied by one of its required ones (a keyed condition's value alone): never
         checked, only ever looked for first. ``keyed``: per pattern, whether it starts with a field's key (see
         :data:`KEYED_COST`)."""
         self.required = list(required)
-        self.alternatives = [tuple(a) for a in alternatives] or [()] * len(self.required)
-        self._keyed = list(keyed) or [False] * len(patterns)
+        self.alternatives = [tuple(a) for a in alternatives]
+        self._keyed = list(keyed)
         self.patterns = list(patterns)
         self._escape = escape
         self._matcher = matcher
@@ -134,15 +136,13 @@ class RawFilter:
             sides_of[local[g]].append(side)
         rest = {} if sampling else {  # an alternative primary is implied by the required ones, which are checked
             side: tuple(self._compiled[g] for g in self.required[side] if g != primary[side]) for side in primary}
-        return _Plan(self._matcher(texts), tuple(global_of), {k: tuple(v) for k, v in sides_of.items()}, rest,
-                     sampling)
+        return _Plan(self._matcher(texts), tuple(global_of), {k: tuple(v) for k, v in sides_of.items()},
+                     dict(primary), rest, sampling)
 
     def learned(self) -> dict[int, int] | None:
         """Each side's primary (side -> index in ``patterns``) once sampling is over; None while it goes on."""
         plan = self._plan
-        if plan is None or plan.sampling:
-            return None
-        return {side: plan.global_of[j] for j, sides in plan.sides_of.items() for side in sides}
+        return None if plan is None or plan.sampling else plan.primary
 
     def adopt(self, primary: dict[int, int]) -> None:
         """Switch to the lean plan another instance of the same rules learned (a rule process takes the agent's),

@@ -145,7 +145,8 @@ class RecordRules:
         ranked = sorted((p for p in found if p is not None), key=lambda p: -p.score)
         strong = [p for p in ranked if p.score > WEAK_SCORE]
         required = strong or ranked[:1]
-        return required, [v for v in values if v.pattern not in {p.pattern for p in required}]
+        taken = {p.pattern for p in required}
+        return required, [v for v in values if v.pattern not in taken]
 
     # ------------------------------------------------------------------------------------- evaluating
     def evaluate(self, lines: Sequence[str], data: bytes | None, fields: Sequence[Mapping[str, str]] | None,
