@@ -76,9 +76,9 @@ def tree_cpu_seconds(pid: int) -> float:
         if entry.isdigit() and int(entry) != pid:
             with contextlib.suppress(OSError, IndexError, ValueError):
                 with open(f"/proc/{entry}/stat") as fh:
-                    fields = fh.read().rsplit(")", 1)[1].split()
-                if int(fields[1]) == pid:
-                    total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+                if ppid == pid:
+                    total += cpu_seconds(int(entry))
     return total
 
 
@@ -304,6 +304,12 @@ def warm(path: Path) -> None:
     with open(path, "rb") as fh:
         while fh.read(16 << 20):
             pass
+
+
+SETTLE_AFTER_READY = 1.0
+"""Seconds between ready and a file's appearance in a watched directory (bench/growth.py, bench/formats.py): an
+agent with a push URL imports its HTTP client in a worker thread right after ready (~0.2 s of CPU, once per
+process); a file appearing on a running agent does not share the cores with that."""
 
 
 def compile_bytecode() -> None:

@@ -68,6 +68,7 @@ from common import (
     OUT,
     PY,
     ROOT,
+    SETTLE_AFTER_READY,
     Fake,
     LineCounter,
     agent_config,
@@ -530,12 +531,6 @@ _RULE_METRIC = re.compile(r'^dutytail_rule_matches_total\{[^}]*rule="([^"]+)"[^}
 
 def _per_rule(text: str) -> dict[str, int]:
     return {name: int(float(v)) for name, v in _RULE_METRIC.findall(text)}
-
-
-SETTLE_AFTER_READY = 1.0
-"""``appear``: seconds between ready and the file's appearance (as bench/growth.py: right after ready an agent
-with a push URL imports its HTTP client in a thread; a file appearing on a running agent does not share the
-cores with that)."""
 
 
 def run_agent(info: JsonLog, workdir: Path, timeout: float, stress: bool = False, appear: bool = False) -> Run:

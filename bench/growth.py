@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
     OUT,
+    SETTLE_AFTER_READY,
     Fake,
     LineCounter,
     agent_config,
@@ -66,12 +67,6 @@ def _source(logdir: Path, rules: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ rules
-
-
-SETTLE_AFTER_READY = 1.0
-"""Seconds between ready and the file's appearance: an agent with a push URL imports its HTTP client in a
-worker thread right after ready (~0.2 s of CPU, once per process); a file appearing on a running agent does
-not share the cores with that."""
 
 
 def _scan(agent: Any, counter: LineCounter, logdir: Path, data: Any) -> dict[str, float]:
